@@ -1,0 +1,172 @@
+"""SupernetEvaluator: accuracy of many architectures on the reserved `score` subset.
+
+One place owns the BN protocol, batching and the score definition, so every supernet method is
+measured the same way. The score is accuracy with ties broken by lower cross-entropy: near-chance
+accuracies tie massively, which would distort tau-b.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness.spaces.base import Arch
+from methods.base import Collapsed, Scorer
+
+BN_MODES = ("batch", "recal")
+
+
+def _bns(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def batch_stat_bn(model: torch.nn.Module):
+    """Inference with BN normalising by the current batch, without touching running buffers."""
+    bns = _bns(model)
+    saved = [(bn.training, bn.track_running_stats) for bn in bns]
+    for bn in bns:
+        bn.train()
+        bn.track_running_stats = False  # F.batch_norm gets no buffers -> batch stats, no update
+    try:
+        yield
+    finally:
+        for bn, (training, track) in zip(bns, saved):
+            bn.training, bn.track_running_stats = training, track
+
+
+@contextlib.contextmanager
+def recalibrated_bn(model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+                    batches: Sequence[torch.Tensor]):
+    """Re-estimate BN running statistics for one path on fixed batches, then restore them.
+
+    Needs BN layers that track running stats (``bn_track=True``); the cumulative average
+    (momentum=None) makes the estimate independent of the batch order.
+    """
+    bns = _bns(model)
+    if any(bn.running_mean is None for bn in bns):
+        raise ValueError("BN re-estimation needs a supernet built with bn_track=True")
+    saved = [(bn.training, bn.momentum, bn.running_mean.clone(), bn.running_var.clone(),
+              bn.num_batches_tracked.clone()) for bn in bns]
+    try:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        for xb in batches:
+            forward(xb)
+        for bn in bns:
+            bn.eval()
+        yield
+    finally:
+        for bn, (training, momentum, mean, var, nbt) in zip(bns, saved):
+            bn.training, bn.momentum = training, momentum
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.num_batches_tracked.copy_(nbt)
+
+
+def tie_broken_score(correct: int, n: int, mean_ce: float) -> float:
+    """accuracy + a tie-breaker in (0, 1/n): equal accuracies are ordered by lower cross-entropy,
+    and the tie-breaker never outweighs one more correct image."""
+    ce = mean_ce if np.isfinite(mean_ce) else np.inf
+    return correct / n + (1.0 / n) * 0.999 / (1.0 + ce)
+
+
+class SupernetEvaluator:
+    """Scores architectures of a trained supernet on held-out images (inference only)."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bn_mode: str = "batch",
+                 recal_x: torch.Tensor | None = None, recal_batches: int = 4, batch_size: int = 512,
+                 ctx_fn: Callable[[Arch], object] | None = None, progress: bool = True,
+                 forward_fn: Callable | None = None):
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        self.model, self.x, self.y = model, x, y
+        self.bn_mode = bn_mode
+        self.batch_size = batch_size
+        self.ctx_fn = ctx_fn
+        self.progress = progress
+        # forward_fn(model, x, arch, ctx) lets a method score through another head (Pi-NAS linear eval)
+        self.forward_fn = forward_fn or (lambda m, xb, arch, ctx: m(xb, arch, ctx))
+        self.recal = []
+        if bn_mode == "recal":
+            if recal_x is None:
+                raise ValueError("bn_mode='recal' needs recal_x")
+            self.recal = list(recal_x[: recal_batches * batch_size].split(batch_size))
+        self.last_accuracy: np.ndarray | None = None
+        self.last_loss: np.ndarray | None = None
+
+    @torch.no_grad()
+    def evaluate(self, arch: Arch) -> tuple[int, float]:
+        """(number correct, mean cross-entropy) of one architecture on the score images."""
+        ctx = self.ctx_fn(arch) if self.ctx_fn else None
+        fwd = lambda xb: self.forward_fn(self.model, xb, arch, ctx)  # noqa: E731
+        was_training = self.model.training
+        self.model.eval()
+        guard = batch_stat_bn(self.model) if self.bn_mode == "batch" else recalibrated_bn(self.model, fwd, self.recal)
+        correct, ce_sum = 0, 0.0
+        try:
+            with guard:
+                for xb, yb in zip(self.x.split(self.batch_size), self.y.split(self.batch_size)):
+                    logits = fwd(xb).float()
+                    correct += int((logits.argmax(1) == yb).sum())
+                    ce_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+        finally:
+            self.model.train(was_training)
+        return correct, ce_sum / len(self.y)
+
+    def score(self, archs: Sequence[Arch]) -> np.ndarray:
+        n = len(self.y)
+        scores = np.empty(len(archs))
+        acc = np.empty(len(archs))
+        loss = np.empty(len(archs))
+        for i, arch in enumerate(tqdm(archs, desc="score", disable=not self.progress, leave=False)):
+            correct, ce = self.evaluate(arch)
+            acc[i], loss[i] = correct / n, ce
+            scores[i] = tie_broken_score(correct, n, ce)
+        self.last_accuracy, self.last_loss = acc, loss
+        return scores
+
+
+def check_not_collapsed(model: torch.nn.Module, x: torch.Tensor, archs: Sequence[Arch], *, ctx_fn=None,
+                        forward_fn=None, threshold: float = 1e-8) -> float:
+    """Raise ``Collapsed`` when outputs are (nearly) constant across a batch for every path.
+
+    Checked on raw outputs before anything is normalised, so all-zero outputs are reported as a
+    collapse rather than turning into NaN later. Returns the smallest per-path variance seen.
+    """
+    forward_fn = forward_fn or (lambda m, xb, arch, ctx: m(xb, arch, ctx))
+    was_training = model.training
+    model.eval()
+    variances = []
+    try:
+        with torch.no_grad(), batch_stat_bn(model):
+            for arch in archs:
+                out = forward_fn(model, x, arch, ctx_fn(arch) if ctx_fn else None).float()
+                variances.append(float(out.var(dim=0).mean()))
+    finally:
+        model.train(was_training)
+    worst = max(variances) if variances else 0.0
+    if not np.isfinite(worst) or worst < threshold:
+        raise Collapsed(f"outputs are constant across the batch (max variance over {len(archs)} paths = {worst:.3g} "
+                        f"< {threshold:g})")
+    return min(variances)
+
+
+class SupernetScorer(Scorer):
+    """The Scorer of every supernet method: the shared evaluator on the `score` subset."""
+
+    def __init__(self, job, model: torch.nn.Module, ctx_fn=None, forward_fn=None, model_for_eval=None):
+        b = job.budget
+        self.evaluator = SupernetEvaluator(
+            model_for_eval or model, job.data.score_x, job.data.score_y, bn_mode=b.bn_mode,
+            recal_x=job.data.recal_x(b.recal_batches * b.eval_batch_size), recal_batches=b.recal_batches,
+            batch_size=b.eval_batch_size, ctx_fn=ctx_fn, progress=job.progress, forward_fn=forward_fn)
+
+    def score(self, archs: Sequence[Arch]) -> np.ndarray:
+        return self.evaluator.score(archs)

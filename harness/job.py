@@ -1,0 +1,111 @@
+"""What one (method, seed) job sees: the space, the budget, the data and its own folder."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.budgets import Budget
+from harness.data.tensors import BatchStream
+from harness.seeding import derive_seed, numpy_rng
+from harness.spaces.base import NetConfig, OpFactory, SearchSpace, Supernet
+
+
+@dataclass
+class TaskData:
+    """Float tensors at the budget's resolution, already on the job's device.
+
+    ``train`` feeds weight updates; ``search`` (valid half minus ``score``) is the validation signal
+    for methods that search; ``score`` is reserved for final scores; ``recal`` is a fixed set of
+    training images for BN re-estimation.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    search_x: torch.Tensor
+    search_y: torch.Tensor
+    score_x: torch.Tensor
+    score_y: torch.Tensor
+    num_classes: int = 10
+
+    def recal_x(self, n: int) -> torch.Tensor:
+        return self.train_x[:n]
+
+
+@dataclass
+class JobCounters:
+    """Cost accounting recorded per job in the manifest."""
+
+    steps: int = 0
+    images_seen: int = 0  # training-split images consumed by weight updates
+    path_forward: int = 0  # single-path forward passes over a batch (x images)
+    path_backward: int = 0
+    path_forward_images: int = 0
+    path_backward_images: int = 0
+
+    def add_path(self, images: int, forward: int = 1, backward: int = 1) -> None:
+        self.path_forward += forward
+        self.path_backward += backward
+        self.path_forward_images += forward * images
+        self.path_backward_images += backward * images
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        seen = max(self.images_seen, 1)
+        d["forward_passes_per_image"] = self.path_forward_images / seen
+        d["backward_passes_per_image"] = self.path_backward_images / seen
+        return d
+
+
+class TrainingHooks:
+    """Observers of supernet training (diagnostics); the default does nothing."""
+
+    def on_train_start(self, model: torch.nn.Module, job: "JobContext") -> None: ...
+
+    def on_step(self, model: torch.nn.Module, step: int, total: int) -> None: ...
+
+    def on_train_end(self, model: torch.nn.Module, job: "JobContext") -> None: ...
+
+
+@dataclass
+class JobContext:
+    space: SearchSpace
+    budget: Budget
+    net_cfg: NetConfig
+    data: TaskData
+    seed: int
+    job_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.job"))
+    counters: JobCounters = field(default_factory=JobCounters)
+    hooks: TrainingHooks = field(default_factory=TrainingHooks)
+    progress: bool = True
+    precision: str = "fp32"
+    state: dict = field(default_factory=dict)  # per-job facts a method reports (manifest `extra`)
+
+    def rng(self, purpose: str) -> np.random.Generator:
+        """A numpy stream for one purpose ("path", "arch-eval", ...), derived from the job seed."""
+        return numpy_rng("job", self.seed, purpose)
+
+    def seed_torch(self, purpose: str = "init") -> None:
+        torch.manual_seed(derive_seed("job", self.seed, purpose))
+
+    def build_supernet(self, op_factory: OpFactory | None = None, **cfg_overrides) -> Supernet:
+        """The space's supernet, initialised from the job's `init` stream, on the job's device."""
+        import dataclasses
+
+        cfg = dataclasses.replace(self.net_cfg, **cfg_overrides) if cfg_overrides else self.net_cfg
+        self.seed_torch("init")
+        return self.space.build_supernet(cfg, op_factory).to(self.device)
+
+    def train_stream(self, batch_size: int | None = None, augment: bool = True) -> BatchStream:
+        """Training batches in the run's per-seed data order (identical for every method)."""
+        return BatchStream(self.data.train_x, self.data.train_y, batch_size or self.budget.batch_size,
+                           seed=self.seed, augment=augment)
+
+    def search_stream(self, batch_size: int | None = None) -> BatchStream:
+        return BatchStream(self.data.search_x, self.data.search_y, batch_size or self.budget.batch_size,
+                           seed=derive_seed("search", self.seed), augment=False)

@@ -1,0 +1,357 @@
+"""`harness run`: resolve the config, run every (method, seed) job, write the run folder.
+
+Jobs are independent and resumable: a job whose ``result.json`` exists is not redone, and a job
+interrupted mid-training resumes from its checkpoint. Aggregation (estimates, metrics, summary,
+manifest) is recomputed from the job folders at the end, so it is the same however jobs ran.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import harness
+from harness import metrics as M
+from harness.archsets import resolve_archs
+from harness.budgets import Budget, get_budget, scale_down_record
+from harness.data.cifar import load_cifar10
+from harness.data.splits import make_splits
+from harness.data.tensors import to_float
+from harness.errors import ConfigError, HarnessError
+from harness.job import JobContext, TaskData
+from harness.spaces.base import Arch
+from harness.store import RunLock, read_json, write_csv, write_json
+from harness.suites import get_suite
+from methods.base import JobFailed, create_method
+
+log = logging.getLogger("harness")
+
+DEFAULT_METHODS = ("spos", "params", "flops", "random")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    suite: str = "nb201"
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    budget: str = "smoke"
+    archs: str | None = None  # None: the budget's default set
+    gt: tuple[str, ...] | None = None  # None: the suite's default columns
+    out: str | None = None
+    data_dir: str | None = None
+    gt_file: str | None = None
+    cache_dir: str | None = None
+    arch_seed: int = 0  # the scored set is the same for every method and seed
+    device: str = "cpu"
+    precision: str = "fp32"
+    executor: str = "local"
+    jobs: int = 1
+    progress: bool = True
+    report: bool = True
+    budget_overrides: tuple[tuple[str, object], ...] = ()
+
+    def resolved_budget(self) -> Budget:
+        b = get_budget(self.budget)
+        return b.replace(**dict(self.budget_overrides)) if self.budget_overrides else b
+
+
+def default_data_dir() -> Path | None:
+    env = os.environ.get("HARNESS_DATA_DIR")
+    return Path(env) if env else None
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE_DIR", "~/.cache/supernet-harness")).expanduser()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- data -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
+def prepare_data(data_dir: str | None, cache_dir: str, resolution: int, score_size: int, device: str,
+                 progress: bool = True) -> tuple[TaskData, dict]:
+    """Decoded CIFAR-10 split into train / search / score at ``resolution`` (cached per process)."""
+    raw = load_cifar10(Path(data_dir) if data_dir else None, Path(cache_dir), download=data_dir is None,
+                       progress=progress)
+    splits = make_splits(raw.y_train.numpy(), score_size)
+    dev = torch.device(device)
+
+    def take(idx):
+        i = torch.as_tensor(idx, dtype=torch.long)
+        return to_float(raw.x_train[i], resolution).to(dev), raw.y_train[i].to(dev)
+
+    tx, ty = take(splits.train)
+    sx, sy = take(splits.search)
+    qx, qy = take(splits.score)
+    info = {"source": raw.source, "splits": splits.sizes(), "resolution": resolution}
+    return TaskData(tx, ty, sx, sy, qx, qy, num_classes=len(raw.classes)), info
+
+
+# --- one job ----------------------------------------------------------------------------
+def job_name(method: str, seed: int) -> str:
+    return f"{method}-s{seed}"
+
+
+def _job_logger(job_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"harness.job.{job_dir.parent.parent.name}.{job_dir.name}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(job_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: list[Arch],
+            hooks_factory=None) -> dict:
+    """Fit one method with one seed and score ``archs``; writes ``jobs/<m>-s<seed>/``."""
+    suite = get_suite(cfg.suite)
+    space = suite.make_space()
+    budget = cfg.resolved_budget()
+    job_dir = run_dir / "jobs" / job_name(method_name, seed)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    result_path = job_dir / "result.json"
+    if result_path.exists():
+        return read_json(result_path)
+    logger = _job_logger(job_dir)
+    torch.set_num_threads(budget.threads)
+    data, _ = prepare_data(cfg.data_dir, cfg.cache_dir or str(default_cache_dir()), budget.resolution,
+                           budget.score_size, cfg.device, cfg.progress)
+    method = create_method(method_name)
+    job = JobContext(space=space, budget=budget, net_cfg=budget.net_config(num_classes=data.num_classes),
+                     data=data, seed=seed, job_dir=job_dir, device=torch.device(cfg.device), log=logger,
+                     progress=cfg.progress, precision=cfg.precision)
+    if hooks_factory is not None and method.trains_supernet:
+        job.hooks = hooks_factory(job, run_dir)
+    result = {"method": method_name, "seed": seed, "pid": os.getpid(), "started": utc_now(),
+              "describe": method.describe()}
+    t0 = time.perf_counter()
+    logger.info("job %s seed %d: budget %s", method_name, seed, budget.name)
+    try:
+        scorer = method.fit(job)
+        t_fit = time.perf_counter()
+        rows = []
+        subsets = {"scored": archs, **scorer.subsets()}
+        for subset, sub_archs in subsets.items():
+            scores = np.asarray(scorer.score(sub_archs), dtype=float)
+            if not np.all(np.isfinite(scores)):
+                bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+                raise JobFailed(f"non-finite score for {space.format(sub_archs[bad])} in subset {subset}")
+            for a, s in zip(sub_archs, scores):
+                rows.append({"subset": subset, "arch_index": space.arch_index(a), "arch": space.format(a), "score": s})
+        write_csv(job_dir / "scores.csv", pd.DataFrame(rows))
+        picked = scorer.picked()
+        result.update(status="done", fit_s=t_fit - t0, score_s=time.perf_counter() - t_fit,
+                      picked=space.format(picked) if picked is not None else None, extra=scorer.extra())
+    except JobFailed as exc:
+        logger.error("job %s: %s (%s)", job_name(method_name, seed), exc.status, exc.reason)
+        result.update(status=exc.status, reason=exc.reason, step=exc.step)
+    result.update(wall_s=time.perf_counter() - t0, ended=utc_now(), counters=job.counters.as_dict(),
+                  state=job.state)
+    write_json(result_path, result)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    return result
+
+
+# --- aggregation ------------------------------------------------------------------------
+def job_metrics(scores: pd.DataFrame, gt, space, columns, picked: str | None) -> list[dict]:
+    rows = []
+    for column in columns:
+        for subset, df in scores.groupby("subset", sort=False):
+            archs = [space.parse(a) for a in df["arch"]]
+            truth = gt.values(archs, column)
+            for r in M.compute_all(df["score"].to_numpy(), truth):
+                rows.append({"gt": column, "subset": subset, **r})
+        if picked is not None:
+            value = float(gt.values([space.parse(picked)], column)[0])
+            rows.append({"gt": column, "subset": "derived", "metric": "picked_gt", "k": None, "value": value})
+            best = gt.best(column) if hasattr(gt, "best") else np.nan
+            rows.append({"gt": column, "subset": "derived", "metric": "regret", "k": None, "value": best - value})
+    return rows
+
+
+def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    keys = ["method", "gt", "subset", "metric", "k"]
+    m = metrics[metrics["status"] == "done"].copy()
+    m["k"] = m["k"].astype(object).where(m["k"].notna(), "")
+    for key, df in m.groupby(keys, sort=False):
+        s = M.summarize_seeds(df["value"].to_numpy(dtype=float))
+        rows.append(dict(zip(keys, key), **s))
+    return pd.DataFrame(rows, columns=keys + ["mean", "std", "ci_low", "ci_high", "n_seeds"])
+
+
+def aggregate(run_dir: Path, cfg: RunConfig, archs: list[Arch], gt, gt_columns, results: list[dict],
+              manifest: dict) -> pd.DataFrame:
+    space = get_suite(cfg.suite).make_space()
+    est_rows, metric_rows = [], []
+    for res in results:
+        method, seed = res["method"], res["seed"]
+        if res["status"] != "done":
+            for column in gt_columns:
+                metric_rows.append({"method": method, "seed": seed, "gt": column, "subset": "scored",
+                                    "metric": "kendall_tau", "k": None, "value": np.nan, "status": res["status"]})
+            continue
+        scores = pd.read_csv(run_dir / "jobs" / job_name(method, seed) / "scores.csv")
+        est_rows.append(scores.assign(method=method, seed=seed))
+        for r in job_metrics(scores, gt, space, gt_columns, res.get("picked")):
+            metric_rows.append({"method": method, "seed": seed, **r, "status": "done"})
+    est_cols = ["method", "seed", "subset", "arch_index", "arch", "score"]
+    estimates = pd.concat(est_rows)[est_cols] if est_rows else pd.DataFrame(columns=est_cols)
+    metrics = pd.DataFrame(metric_rows, columns=["method", "seed", "gt", "subset", "metric", "k", "value", "status"])
+    metrics["k"] = metrics["k"].astype(object)
+    summary = summarize(metrics)
+    write_csv(run_dir / "estimates.csv", estimates)
+    write_csv(run_dir / "metrics.csv", metrics)
+    write_csv(run_dir / "summary.csv", summary)
+    write_json(run_dir / "manifest.json", manifest)
+    return summary
+
+
+def summary_table(summary: pd.DataFrame, results: list[dict], gt_column: str) -> str:
+    """method x metric, mean +- std over seeds, against one ground-truth column."""
+    cols = [("kendall_tau", ""), ("spearman_rho", ""), ("precision_at_k", 0.1), ("picked_gt", "")]
+    s = summary[(summary["gt"] == gt_column) & (summary["subset"] == "scored")]
+    lines = []
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    header = f"{'method':<16}" + "".join(f"{(m if k == '' else f'{m}@{k}'):>22}" for m, k in cols) + f"{'jobs':>10}"
+    lines += [f"ground truth: {gt_column}", header, "-" * len(header)]
+    for method in methods:
+        cells = []
+        for metric, k in cols:
+            row = s[(s["method"] == method) & (s["metric"] == metric) & (s["k"].astype(str) == str(k))]
+            cells.append(f"{row['mean'].iloc[0]:+.3f} ± {row['std'].iloc[0]:.3f}" if len(row) else "n/a")
+        statuses = [r["status"] for r in results if r["method"] == method]
+        ok = sum(st == "done" for st in statuses)
+        lines.append(f"{method:<16}" + "".join(f"{c:>22}" for c in cells) + f"{f'{ok}/{len(statuses)} ok':>10}")
+        bad = [f"s{r['seed']}: {r['status']} ({r.get('reason')})" for r in results
+               if r["method"] == method and r["status"] != "done"]
+        lines += [f"    {b}" for b in bad]
+    return "\n".join(lines)
+
+
+# --- the run ----------------------------------------------------------------------------
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return REPO_ROOT / "reports" / "runs" / f"{cfg.suite}-{cfg.budget}-{stamp}"
+
+
+def validate_config(cfg: RunConfig) -> None:
+    get_suite(cfg.suite)
+    cfg.resolved_budget()
+    if not cfg.methods:
+        raise ConfigError("--methods is empty; name at least one method (see `harness list`)")
+    for m in cfg.methods:
+        create_method(m)
+    if not cfg.seeds:
+        raise ConfigError("--seeds is empty; give e.g. --seeds 0,1,2")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"--seeds {','.join(map(str, cfg.seeds))} repeats a seed")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {cfg.device}: no CUDA device is available here; use --device cpu")
+
+
+def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
+    validate_config(cfg)
+    suite = get_suite(cfg.suite)
+    space = suite.make_space()
+    budget = cfg.resolved_budget()
+    data_dir = cfg.data_dir or (str(default_data_dir()) if default_data_dir() else None)
+    cfg = dataclasses.replace(cfg, data_dir=data_dir, cache_dir=cfg.cache_dir or str(default_cache_dir()))
+    gt = suite.load_gt(space, Path(data_dir) if data_dir else None, Path(cfg.gt_file) if cfg.gt_file else None)
+    gt_columns = tuple(cfg.gt or suite.default_gt)
+    for c in gt_columns:
+        gt.check_column(c)
+    archs = resolve_archs(space, cfg.archs or budget.archs, cfg.arch_seed)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if hooks_factory is None and cfg.report:
+        try:
+            from harness.diagnostics import default_hooks_factory as hooks_factory  # issue 3
+        except ImportError:
+            hooks_factory = None
+    with RunLock(run_dir):
+        t0 = time.perf_counter()
+        started = utc_now()
+        prev = run_dir / "manifest.json"
+        if prev.exists():
+            old = read_json(prev).get("config", {})
+            mine = json_config(cfg)
+            diff = sorted(k for k in mine if k not in ("out", "progress") and old.get(k) != mine[k])
+            if diff:
+                raise ConfigError(f"run folder {run_dir} holds a run with a different config ({', '.join(diff)}); "
+                                  f"use another --out or the same flags to resume")
+        t_data = time.perf_counter()
+        _, data_info = prepare_data(cfg.data_dir, cfg.cache_dir, budget.resolution, budget.score_size,
+                                    cfg.device, cfg.progress)
+        t_data = time.perf_counter() - t_data
+        manifest = {
+            "harness_version": harness.__version__, "git_commit": git_commit(), "config": json_config(cfg),
+            "budget": dataclasses.asdict(budget), "scaled_down": scale_down_record(budget),
+            "seeds": list(cfg.seeds), "suite": suite.name, "space": space.name, "gt_source": gt.source,
+            "gt_columns": list(gt_columns), "n_archs": len(archs), "data": data_info,
+            "platform": {"python": platform.python_version(), "machine": platform.platform(),
+                         "torch": torch.__version__, "cpus": os.cpu_count(), "device": cfg.device},
+            "started": started, "status": "running", "jobs": {},
+        }
+        write_json(run_dir / "manifest.json", manifest)
+        from harness.executors import run_jobs
+
+        results = run_jobs(run_dir, cfg, archs, hooks_factory)
+        manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in results}
+        manifest["timings"] = {"data_s": t_data, "total_s": time.perf_counter() - t0,
+                               "jobs_wall_s": sum(r.get("wall_s", 0) for r in results)}
+        manifest["ended"] = utc_now()
+        manifest["status"] = "done"
+        summary = aggregate(run_dir, cfg, archs, gt, gt_columns, results, manifest)
+        print(f"\nrun folder: {run_dir}", file=out_stream)
+        print(summary_table(summary, results, gt_columns[0]), file=out_stream)
+        if cfg.report:
+            try:
+                from harness.report import write_report  # issue 3
+            except ImportError:
+                pass
+            else:
+                write_report(run_dir)
+    return run_dir
+
+
+def json_config(cfg: RunConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["methods"], d["seeds"] = list(cfg.methods), list(cfg.seeds)
+    d["gt"] = list(cfg.gt) if cfg.gt else None
+    d["budget_overrides"] = {k: v for k, v in cfg.budget_overrides}
+    return d
+
+
+__all__ = ["RunConfig", "run", "run_job", "prepare_data", "HarnessError"]

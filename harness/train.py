@@ -1,0 +1,171 @@
+"""The shared supernet training loop: SGD + cosine, budget accounting, checkpoints, NaN checks.
+
+Methods supply a ``step_fn(x, y, step)`` that runs their forward/backward passes (and records path
+passes); the loop owns zero_grad/clip/step, the learning-rate schedule, the data order, progress,
+diagnostics hooks and atomic checkpoints with resume.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.job import JobContext
+from methods.base import JobFailed
+
+CKPT = "ckpt.pt"
+CKPT_PREV = "ckpt.prev.pt"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj, path: Path) -> str:
+    """torch.save to ``path.tmp``, fsync, rename; returns the file's sha256 (also written beside it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar.with_name(sidecar.name + ".tmp").write_text(digest)
+    os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
+    return digest
+
+
+def load_verified(path: Path):
+    """Load a checkpoint we wrote, after checking its sha256; None when missing or corrupt."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.is_file() or not sidecar.is_file():
+        return None
+    if sha256_file(path) != sidecar.read_text().strip():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # a checkpoint that passed the checksum but does not load is still corrupt
+        return None
+
+
+def cosine_lr(base: float, step: int, total: int, final: float = 0.0) -> float:
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+class SupernetTrainer:
+    """Runs ``budget.epochs`` worth of training-split batches through ``step_fn``."""
+
+    def __init__(self, job: JobContext, model: torch.nn.Module, params=None, *, lr: float | None = None,
+                 momentum: float | None = None, weight_decay: float | None = None,
+                 nesterov: bool | None = None, final_lr: float = 0.0, grad_clip: float | None = 5.0,
+                 epochs: float | None = None, batch_size: int | None = None, name: str = "train"):
+        b = job.budget
+        self.job, self.model, self.name = job, model, name
+        self.stream = job.train_stream(batch_size)
+        self.total_steps = max(1, int(round((epochs if epochs is not None else b.epochs) * self.stream.len_epoch)))
+        self.base_lr = b.lr if lr is None else lr
+        self.final_lr = final_lr
+        self.grad_clip = grad_clip
+        self.params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=self.base_lr, momentum=b.momentum if momentum is None else momentum,
+            weight_decay=b.weight_decay if weight_decay is None else weight_decay,
+            nesterov=b.nesterov if nesterov is None else nesterov)
+        self.step = 0
+        self.ckpt_path = job.job_dir / f"{name}-{CKPT}"
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def _state(self, extra: dict) -> dict:
+        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "counters": dict(self.job.counters.__dict__), "extra": extra}
+
+    def save(self, extra: dict) -> None:
+        if self.ckpt_path.exists():
+            prev = self.ckpt_path.with_name(self.ckpt_path.name.replace(CKPT, CKPT_PREV))
+            os.replace(self.ckpt_path, prev)
+            side = self.ckpt_path.with_name(self.ckpt_path.name + ".sha256")
+            if side.exists():
+                os.replace(side, prev.with_name(prev.name + ".sha256"))
+        digest = atomic_torch_save(self._state(extra), self.ckpt_path)
+        self.job.state.setdefault("checkpoints", {})[self.name] = {"step": self.step, "sha256": digest}
+
+    def try_resume(self) -> dict | None:
+        """Restore the newest good checkpoint; returns its ``extra`` or None."""
+        prev = self.ckpt_path.with_name(self.ckpt_path.name.replace(CKPT, CKPT_PREV))
+        for path in (self.ckpt_path, prev):
+            state = load_verified(path)
+            if state is None:
+                if path.exists():
+                    self.job.log.warning("checkpoint %s is corrupt (checksum/load failed); trying an older one", path)
+                continue
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            self.job.counters.__dict__.update(state["counters"])
+            self.step = int(state["step"])
+            self.job.state["resumed_from_step"] = self.step
+            self.job.log.info("resumed %s from %s at step %d", self.name, path.name, self.step)
+            return state["extra"]
+        return None
+
+    # --- loop ----------------------------------------------------------------------------
+    def run(self, step_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+            get_state: Callable[[], dict] = dict, set_state: Callable[[dict], None] = lambda s: None,
+            after_step: Callable[[int], None] | None = None, images_per_step: int | None = None) -> None:
+        job = self.job
+        extra = self.try_resume()
+        if extra is not None:
+            set_state(extra)
+        every = job.budget.checkpoint_every
+        n_epoch = self.stream.len_epoch
+        self.model.train()
+        job.hooks.on_train_start(self.model, job)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{job.job_dir.name} {self.name}",
+                   disable=not job.progress, leave=False, dynamic_ncols=True)
+        loss_sum = torch.zeros((), device=job.device)
+        window = 0
+        while self.step < self.total_steps:
+            epoch, start = divmod(self.step, n_epoch)
+            for x, y in self.stream.batches(epoch, start):
+                lr = cosine_lr(self.base_lr, self.step, self.total_steps, self.final_lr)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = step_fn(x, y, self.step)
+                if self.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+                self.optimizer.step()
+                if after_step is not None:
+                    after_step(self.step)
+                job.counters.steps += 1
+                job.counters.images_seen += images_per_step or len(x)
+                loss_sum += loss.detach()
+                window += 1
+                self.step += 1
+                job.hooks.on_step(self.model, self.step, self.total_steps)
+                # a host sync only every few steps (and at the end): finite-loss check + progress
+                if window >= 20 or self.step == self.total_steps:
+                    mean = float(loss_sum) / window
+                    if not math.isfinite(mean):
+                        raise JobFailed(f"non-finite training loss ({mean}) near step {self.step}", self.step)
+                    bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.4f}")
+                    job.log.info("%s step %d/%d loss %.4f lr %.5f", self.name, self.step, self.total_steps, mean, lr)
+                    loss_sum.zero_()
+                    window = 0
+                bar.update(1)
+                if every and self.step % every == 0 and self.step < self.total_steps:
+                    self.save(get_state())
+                if self.step >= self.total_steps:
+                    break
+        bar.close()
+        job.hooks.on_train_end(self.model, job)

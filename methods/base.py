@@ -1,0 +1,123 @@
+"""The method contract: a registered name, a frozen config, ``fit(job) -> Scorer``.
+
+A new method is one file in ``methods/`` that subclasses :class:`Method` and registers itself with
+``@register_method("name")``; variants are extra registrations of the same class with config
+overrides (``@register_method("pinas-no-cp", cross_path=False)``). Nothing else changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from harness.errors import HarnessError, unknown_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.job import JobContext
+    from harness.spaces.base import Arch
+
+
+class JobFailed(HarnessError):
+    """A job that cannot produce scores (NaN loss, bad option for this space); others go on."""
+
+    status = "failed"
+
+    def __init__(self, reason: str, step: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
+class Collapsed(JobFailed):
+    """Constant outputs: the job is marked `collapsed` and given no tau."""
+
+    status = "collapsed"
+
+
+class Scorer(ABC):
+    """Scores architectures; higher = predicted better."""
+
+    @abstractmethod
+    def score(self, archs: Sequence["Arch"]) -> np.ndarray: ...
+
+    def subsets(self) -> dict[str, list["Arch"]]:
+        """Method-specific architecture subsets scored and reported besides the run's set
+        (e.g. SE-NAS `survivors`)."""
+        return {}
+
+    def picked(self) -> "Arch | None":
+        """The architecture the method itself derives, where it derives one (e.g. argmax alpha)."""
+        return None
+
+    def extra(self) -> dict:
+        """Per-job values to record in the manifest (learned codes' spread, shrink history...)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base config; methods subclass it with their own fields."""
+
+
+class Method(ABC):
+    Config: ClassVar[type] = MethodConfig
+    trains_supernet: ClassVar[bool] = True  # reference rows set False (no training budget)
+
+    def __init__(self, name: str, config):
+        self.name = name
+        self.config = config
+
+    @abstractmethod
+    def fit(self, job: "JobContext") -> Scorer: ...
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, "config": dataclasses.asdict(self.config)}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type
+    overrides: tuple
+
+
+METHODS: dict[str, _Entry] = {}
+
+
+def register_method(name: str, **overrides):
+    """Class decorator; stack it to register variants with config overrides."""
+
+    def deco(cls):
+        if name in METHODS and METHODS[name].cls is not cls:
+            raise ValueError(f"method name '{name}' registered twice")
+        METHODS[name] = _Entry(cls, tuple(sorted(overrides.items())))
+        return cls
+
+    return deco
+
+
+def load_all_methods() -> None:
+    """Import every module in this package so each registers itself."""
+    import methods
+
+    for info in pkgutil.iter_modules(methods.__path__):
+        if info.name != "base":
+            importlib.import_module(f"methods.{info.name}")
+
+
+def create_method(name: str) -> Method:
+    load_all_methods()
+    if name not in METHODS:
+        raise unknown_name("method", name, METHODS)
+    entry = METHODS[name]
+    return entry.cls(name, entry.cls.Config(**dict(entry.overrides)))
+
+
+def method_names() -> list[str]:
+    load_all_methods()
+    return sorted(METHODS)

@@ -1,0 +1,52 @@
+"""Reference rows that need no training: seeded random scores, #params and FLOPs.
+
+A supernet method has to beat these to be worth its compute; `random` sits at tau ~ 0 by
+construction, and `params` is a strong baseline on NB201 (tau ~ 0.5 against 200-epoch accuracy).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from harness.profile import standalone_cost
+from methods.base import Method, MethodConfig, Scorer, register_method
+
+
+class _FnScorer(Scorer):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def score(self, archs: Sequence) -> np.ndarray:
+        return np.asarray([self.fn(a) for a in archs], dtype=float)
+
+
+@register_method("random")
+class RandomScores(Method):
+    Config = MethodConfig
+    trains_supernet = False
+
+    def fit(self, job):
+        rng = job.rng("random-scores")
+        # one draw per architecture, keyed by its id, so a score does not depend on the set's order
+        seed = int(rng.integers(2**62))
+        return _FnScorer(lambda a: np.random.default_rng([seed, job.space.arch_id(a)]).random())
+
+
+@register_method("params", quantity="params")
+@register_method("flops", quantity="flops")
+class CostProxy(Method):
+    """Score = parameter count / FLOPs of the standalone network at the budget's shape."""
+
+    from dataclasses import dataclass as _dc
+
+    @_dc(frozen=True)
+    class Config(MethodConfig):
+        quantity: str = "params"
+
+    trains_supernet = False
+
+    def fit(self, job):
+        cfg = job.net_cfg
+        which = 0 if self.config.quantity == "params" else 1
+        return _FnScorer(lambda a: float(standalone_cost(job.space, a, cfg)[which]))

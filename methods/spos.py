@@ -1,0 +1,42 @@
+"""SPOS: single-path one-shot with uniform sampling (Guo et al., ECCV 2020), the baseline.
+
+Each step samples one architecture uniformly from the space and trains only that path with
+cross-entropy; SGD + cosine schedule from the budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from harness.evaluate import SupernetScorer, check_not_collapsed
+from harness.train import SupernetTrainer
+from methods.base import Method, MethodConfig, register_method
+
+
+@dataclass(frozen=True)
+class SposConfig(MethodConfig):
+    label_smoothing: float = 0.0
+
+
+@register_method("spos")
+class Spos(Method):
+    Config = SposConfig
+
+    def fit(self, job):
+        model = job.build_supernet()
+        rng = job.rng("path")
+        space = job.space
+
+        def step(x, y, step):
+            arch = space.sample(rng)
+            loss = F.cross_entropy(model(x, arch), y, label_smoothing=self.config.label_smoothing)
+            loss.backward()
+            job.counters.add_path(len(x))
+            return loss
+
+        trainer = SupernetTrainer(job, model)
+        trainer.run(step, get_state=lambda: {"path_rng": rng.bit_generator.state},
+                    set_state=lambda s: setattr(rng.bit_generator, "state", s["path_rng"]))
+        check_not_collapsed(model, job.data.score_x[:64], [space.sample(job.rng("collapse")) for _ in range(4)])
+        return SupernetScorer(job, model)
