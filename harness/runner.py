@@ -174,8 +174,13 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
     except JobFailed as exc:
         logger.error("job %s: %s (%s)", job_name(method_name, seed), exc.status, exc.reason)
         result.update(status=exc.status, reason=exc.reason, step=exc.step)
+    except Exception as exc:  # one broken job must not take a days-long study down with it
+        logger.exception("job %s crashed", job_name(method_name, seed))
+        log.error("job %s crashed: %s: %s (traceback in %s)", job_name(method_name, seed),
+                  type(exc).__name__, exc, job_dir / "log.txt")
+        result.update(status="failed", reason=f"{type(exc).__name__}: {exc}", step=job.counters.steps)
     result.update(wall_s=time.perf_counter() - t0, ended=utc_now(), counters=job.counters.as_dict(),
-                  state=job.state)
+                  resumed_from_step=job.state.get("resumed_from_step", 0), state=job.state)
     write_json(result_path, result)
     for h in list(logger.handlers):
         logger.removeHandler(h)

@@ -68,7 +68,8 @@ class SupernetTrainer:
     def __init__(self, job: JobContext, model: torch.nn.Module, params=None, *, lr: float | None = None,
                  momentum: float | None = None, weight_decay: float | None = None,
                  nesterov: bool | None = None, final_lr: float = 0.0, grad_clip: float | None = 5.0,
-                 epochs: float | None = None, batch_size: int | None = None, name: str = "train"):
+                 epochs: float | None = None, batch_size: int | None = None, name: str = "train",
+                 data_offset: int = 0):
         b = job.budget
         self.job, self.model, self.name = job, model, name
         self.stream = job.train_stream(batch_size)
@@ -83,6 +84,9 @@ class SupernetTrainer:
             nesterov=b.nesterov if nesterov is None else nesterov)
         self.step = 0
         self.ckpt_path = job.job_dir / f"{name}-{CKPT}"
+        # batches already consumed by earlier trainers of the same job (multi-stage methods such as
+        # SE-NAS): stage i continues the run's data order instead of replaying epoch 0
+        self.data_offset = int(data_offset)
 
     # --- checkpoints ---------------------------------------------------------------------
     def _state(self, extra: dict) -> dict:
@@ -135,7 +139,7 @@ class SupernetTrainer:
         loss_sum = torch.zeros((), device=job.device)
         window = 0
         while self.step < self.total_steps:
-            epoch, start = divmod(self.step, n_epoch)
+            epoch, start = divmod(self.step + self.data_offset, n_epoch)
             for x, y in self.stream.batches(epoch, start):
                 lr = cosine_lr(self.base_lr, self.step, self.total_steps, self.final_lr)
                 for g in self.optimizer.param_groups:

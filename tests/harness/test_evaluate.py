@@ -1,0 +1,77 @@
+"""SupernetEvaluator: BN protocols leave the supernet untouched; ties broken by loss."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.evaluate import SupernetEvaluator, batch_stat_bn, check_not_collapsed, tie_broken_score
+from harness.spaces.base import NetConfig
+from harness.spaces.nb201 import Nb201Space
+from methods.base import Collapsed
+
+SPACE = Nb201Space()
+CFG = NetConfig(channels=4, cells=1, resolution=8, bn_affine=False, bn_track=True)
+
+
+def _net():
+    torch.manual_seed(0)
+    return SPACE.build_supernet(CFG)
+
+
+def _snapshot(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_tie_breaker_orders_by_loss_and_never_beats_one_more_correct():
+    n = 100
+    assert tie_broken_score(10, n, 2.0) > tie_broken_score(10, n, 2.5)
+    assert tie_broken_score(11, n, 1e6) > tie_broken_score(10, n, 0.0)
+    assert np.isfinite(tie_broken_score(10, n, float("nan")))
+
+
+@pytest.mark.parametrize("mode", ["batch", "recal"])
+def test_scoring_leaves_weights_and_buffers_unchanged(mode):
+    net = _net()
+    before = _snapshot(net)
+    x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 10, (64,))
+    ev = SupernetEvaluator(net, x, y, bn_mode=mode, recal_x=torch.randn(64, 3, 8, 8), recal_batches=2,
+                           batch_size=32, progress=False)
+    archs = [SPACE.sample(np.random.default_rng(i)) for i in range(3)]
+    s1 = ev.score(archs)
+    after = _snapshot(net)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert np.array_equal(s1, ev.score(archs))  # deterministic, order-independent
+    assert np.array_equal(ev.score(archs[::-1]), s1[::-1])
+
+
+def test_batch_stat_bn_uses_batch_statistics():
+    net = _net()
+    net.eval()
+    x = torch.randn(32, 3, 8, 8) * 5 + 3
+    arch = SPACE.sample(np.random.default_rng(0))
+    running = net(x, arch)
+    with batch_stat_bn(net):
+        batch = net(x, arch)
+    net.train()
+    assert torch.allclose(batch, net(x, arch), atol=1e-5)
+    assert not torch.allclose(batch, running, atol=1e-3)
+
+
+def test_accuracy_matches_manual_count():
+    net = _net()
+    x, y = torch.randn(50, 3, 8, 8), torch.randint(0, 10, (50,))
+    arch = SPACE.sample(np.random.default_rng(1))
+    ev = SupernetEvaluator(net, x, y, batch_size=50, progress=False)
+    ev.score([arch])
+    with torch.no_grad(), batch_stat_bn(net):
+        manual = float((net(x, arch).argmax(1) == y).float().mean())
+    assert ev.last_accuracy[0] == pytest.approx(manual)
+
+
+def test_collapse_detected_on_constant_outputs():
+    net = _net()
+    x = torch.randn(16, 3, 8, 8)
+    with pytest.raises(Collapsed):
+        check_not_collapsed(net, x, [(0,) * 6])  # all-none cell: constant logits
+    assert check_not_collapsed(net, x, [SPACE.sample(np.random.default_rng(2)), (3,) * 6]) >= 0

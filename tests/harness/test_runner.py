@@ -1,0 +1,79 @@
+"""End-to-end tiny runs on the real data: run-folder schema, determinism, resume."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.runner import RunConfig, run
+
+TINY = (("epochs", 0.04), ("score_size", 128), ("eval_batch_size", 128), ("threads", 1), ("checkpoint_every", 4))
+
+
+def tiny_config(shared_dir, out, **kw):
+    base = dict(suite="nb201", methods=("spos", "params", "random"), seeds=(0, 1), budget="smoke",
+                archs="sample:30", out=str(out), data_dir=str(shared_dir), progress=False, report=False,
+                budget_overrides=TINY)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shared_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r1"
+    run(tiny_config(shared_dir, out))
+    return out
+
+
+@pytest.mark.slow
+def test_run_folder_schema(tiny_run):
+    for name in ("manifest.json", "estimates.csv", "metrics.csv", "summary.csv"):
+        assert (tiny_run / name).is_file()
+    man = json.loads((tiny_run / "manifest.json").read_text())
+    assert man["status"] == "done" and man["seeds"] == [0, 1]
+    assert man["scaled_down"]["channels"] == {"budget": 8, "paper": 16}
+    assert set(man["jobs"]) == {f"{m}-s{s}" for m in ("spos", "params", "random") for s in (0, 1)}
+    spos = man["jobs"]["spos-s0"]
+    assert spos["status"] == "done" and spos["counters"]["images_seen"] > 0
+    assert spos["counters"]["forward_passes_per_image"] == pytest.approx(1.0)
+    est = pd.read_csv(tiny_run / "estimates.csv")
+    assert list(est.columns) == ["method", "seed", "subset", "arch_index", "arch", "score"]
+    assert len(est) == 3 * 2 * 30
+    # the same architectures for every method and seed
+    sets = est.groupby(["method", "seed"])["arch_index"].apply(lambda s: tuple(sorted(s)))
+    assert sets.nunique() == 1
+    met = pd.read_csv(tiny_run / "metrics.csv")
+    assert {"kendall_tau", "spearman_rho", "high_low_tau", "precision_at_k", "picked_gt", "regret"} <= set(met.metric)
+    summ = pd.read_csv(tiny_run / "summary.csv")
+    row = summ[(summ.method == "params") & (summ.metric == "kendall_tau")]
+    assert row["n_seeds"].iloc[0] == 2 and row["std"].iloc[0] == pytest.approx(0.0)
+    assert (tiny_run / "jobs" / "spos-s0" / "log.txt").read_text().count("step") > 0
+
+
+@pytest.mark.slow
+def test_same_config_same_numbers(tiny_run, shared_dir, tmp_path):
+    out = tmp_path / "again"
+    run(tiny_config(shared_dir, out, methods=("spos",), seeds=(1,)))
+    a = pd.read_csv(tiny_run / "estimates.csv").query("method == 'spos' and seed == 1").reset_index(drop=True)
+    b = pd.read_csv(out / "estimates.csv").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.slow
+def test_rerun_resumes_finished_jobs(tiny_run, shared_dir):
+    job = tiny_run / "jobs" / "spos-s0"
+    before = json.loads((job / "result.json").read_text())
+    (tiny_run / "jobs" / "random-s1" / "result.json").unlink()
+    run(tiny_config(shared_dir, tiny_run))
+    after = json.loads((job / "result.json").read_text())
+    assert after["started"] == before["started"]  # not redone
+    assert (tiny_run / "jobs" / "random-s1" / "result.json").is_file()
+
+
+@pytest.mark.slow
+def test_rerun_with_other_config_is_refused(tiny_run, shared_dir):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="different config"):
+        run(tiny_config(shared_dir, tiny_run, archs="sample:31"))
