@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.spaces.base import Arch, NetConfig, SearchSpace
+from harness.spaces.base import Arch
 
 
 def count_params(model: nn.Module) -> int:
@@ -40,8 +40,3 @@ def count_flops(model: nn.Module, arch: Arch, resolution: int) -> int:
         for h in handles:
             h.remove()
     return total
-
-
-def standalone_cost(space: SearchSpace, arch: Arch, cfg: NetConfig) -> tuple[int, int]:
-    net = space.build_standalone(arch, cfg)
-    return count_params(net), count_flops(net, arch, cfg.resolution)

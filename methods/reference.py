@@ -6,10 +6,11 @@ construction, and `params` is a strong baseline on NB201 (tau ~ 0.5 against 200-
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from harness.profile import standalone_cost
+from harness.profile import count_flops, count_params
 from methods.base import Method, MethodConfig, Scorer, register_method
 
 
@@ -38,9 +39,7 @@ class RandomScores(Method):
 class CostProxy(Method):
     """Score = parameter count / FLOPs of the standalone network at the budget's shape."""
 
-    from dataclasses import dataclass as _dc
-
-    @_dc(frozen=True)
+    @dataclass(frozen=True)
     class Config(MethodConfig):
         quantity: str = "params"
 
@@ -48,5 +47,6 @@ class CostProxy(Method):
 
     def fit(self, job):
         cfg = job.net_cfg
-        which = 0 if self.config.quantity == "params" else 1
-        return _FnScorer(lambda a: float(standalone_cost(job.space, a, cfg)[which]))
+        if self.config.quantity == "params":
+            return _FnScorer(lambda a: float(count_params(job.space.build_standalone(a, cfg))))
+        return _FnScorer(lambda a: float(count_flops(job.space.build_standalone(a, cfg), a, cfg.resolution)))
