@@ -1,0 +1,510 @@
+"""Pi-NAS: supernet-Pi model with cross-path consistency, nontrivial mean teacher and
+linear-evaluation search (Peng et al., ICCV 2021; paper text in ``shared/papers/pi-nas.txt``).
+
+Training is unsupervised (labels are never read). Per step, each image gets four augmented views
+(random resized crop, colour jitter, random grayscale, Gaussian blur, horizontal flip). Two
+different paths i != j are sampled; the student f embeds views 1 and 2 through paths i and j
+(``z_i``, ``z_j``), the teacher f' embeds views 3 and 4 through paths i and j (``z'_i``, ``z'_j``);
+a 2-layer MLP head on ``Supernet.features`` produces the embeddings. The loss is Eq. 4 with
+negatives from a FIFO container of past teacher outputs, and the teacher is the EMA of the student
+(Eq. 2). Search (Sec. 3.3) freezes the supernet (BN on batch statistics), trains one weight-shared
+linear classifier on sampled paths and scores an architecture by its accuracy with it, through the
+shared evaluator on the reserved `score` subset.
+
+Documented deviations from the paper's text (each follows the authors' code, Ernie1/Pi-NAS, or is
+forced by it):
+- D(z, z') is the dot product of L2-normalised embeddings divided by a temperature t (MoCo
+  practice, also in the authors' code); the paper writes a plain dot product, whose logits diverge.
+- The container stores, per image, the mean of the two teacher embeddings (authors' code:
+  ``_dequeue_and_enqueue((k_0 + k_1) / 2)``); it starts with random unit vectors (MoCo).
+- Paths i and j differ at *every* decision where possible (authors' code samples two distinct
+  candidates per layer); ``paths_differ_everywhere=False`` only requires i != j.
+- Eq. 2 is applied to all teacher parameters after every student step (the paper's formula); the
+  authors' code updates only the sampled path's blocks. Teacher BN buffers are its own (MoCo).
+- The EMA coefficient is 0.999 at the `paper` budget and smaller for short budgets (0.99 at
+  `smoke`/`small`: a 1000-step time constant would exceed the whole run); recorded in the manifest.
+- `pinas-no-neg`: with no negatives Eq. 4's softmax has one logit and is identically 0 (no
+  gradient), so the ablation optimises the consistency cost alone, Eq. 1 with the same D.
+- The single-process run has no MoCo "shuffle BN" (needs several devices).
+- Colour jitter applies brightness, contrast, saturation, hue in a fixed order (torchvision
+  randomises it); hue is a rotation in YIQ space. Blur sigma and kernel scale with resolution/224.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD
+from harness.evaluate import SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.seeding import torch_generator
+from harness.spaces.base import Arch, SearchSpace
+from harness.train import SupernetTrainer
+from methods.base import Collapsed, JobFailed, Method, MethodConfig, register_method
+
+# EMA coefficient lambda of Eq. 2 by budget: the paper's 0.999 where runs are long; short runs use a
+# 100-step time constant so the teacher follows the student within the run.
+EMA_BY_BUDGET = {"paper": 0.999, "small": 0.99, "smoke": 0.99}
+
+
+@dataclass(frozen=True)
+class PinasConfig(MethodConfig):
+    # ablations (paper Table 7)
+    cross_path: bool = True  # False: i = j ("w/o CP")
+    mean_teacher: bool = True  # False: teacher = copy of the student every step ("S-Pi model")
+    negatives: bool = True  # False: no feature container ("w/o nontrivial"); the paper reports collapse
+    share_downsample: bool = True  # False: build the supernet without downsample sharing ("w/o DS")
+    paths_differ_everywhere: bool = True
+    # loss / teacher
+    temperature: float = 0.2
+    queue_len: int = 4096
+    ema: float | None = None  # None: EMA_BY_BUDGET (0.99 for unknown budgets)
+    proj_hidden: int = 0  # 0: the feature width (authors' code: 2048 -> 2048 -> 128)
+    proj_dim: int = 128
+    # optimiser of the unsupervised phase (paper: SGD lr 0.03, momentum 0.9, wd 1e-4, cosine)
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # four-view augmentation (authors' config: MoCo v2 pipeline)
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.4)  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # at blur_ref_size pixels
+    blur_ref_size: int = 224
+    # linear-evaluation search (paper: SGD lr 30, momentum 0.9, wd 0, x0.1 at 60% and 80%)
+    linear_lr: float = 30.0
+    linear_momentum: float = 0.9
+    linear_weight_decay: float = 0.0
+    linear_epochs_ratio: float = 1.0  # linear epochs = ratio x budget epochs (paper: 100 and 100)
+    linear_milestones: tuple[float, float] = (0.6, 0.8)
+    linear_crop_scale: tuple[float, float] = (0.08, 1.0)
+    # collapse detection on raw (pre-normalisation) student embeddings: absolute variance across the
+    # batch, and variance relative to their mean square (a constant non-zero embedding is a collapse
+    # too; normalisation hides its scale). Under 1% means the per-image part is noise around one
+    # vector (mean pairwise cosine > ~0.99). Measured on tiny runs: full Pi-NAS stays at 0.04-0.36,
+    # `pinas-no-neg` falls to ~1e-3. Final verdict at the end; training stops early below 1/10 of it.
+    collapse_threshold: float = 1e-8
+    collapse_rel_threshold: float = 1e-2
+    collapse_check_every: int = 50
+
+
+# --- four-view augmentation on tensors ---------------------------------------------------
+@dataclass(frozen=True)
+class ViewAugment:
+    """Augmentation parameters; ``augment_views`` applies them vectorised over the batch."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.4)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_ref_size: int = 224
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
+
+
+_LUMA = (0.299, 0.587, 0.114)
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def random_resized_crop(x: torch.Tensor, g: torch.Generator, scale, ratio, flip_p: float) -> torch.Tensor:
+    """Per-image crop of area fraction ~U(scale), log aspect ratio ~U(log ratio), resized back to the
+    input size (bilinear), mirrored with probability ``flip_p``; one affine grid for the batch."""
+    n, c, h, w = x.shape
+    area = torch.empty(n).uniform_(scale[0], scale[1], generator=g)
+    aspect = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g).exp()
+    cw = (area * aspect).sqrt().clamp(max=1.0)  # crop width / image width
+    ch = (area / aspect).sqrt().clamp(max=1.0)
+    centre = torch.rand(2, n, generator=g) * 2 - 1
+    flip = torch.rand(n, generator=g) < flip_p
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = torch.where(flip, -cw, cw)
+    theta[:, 0, 2] = centre[0] * (1 - cw)
+    theta[:, 1, 1] = ch
+    theta[:, 1, 2] = centre[1] * (1 - ch)
+    grid = F.affine_grid(theta.to(x), [n, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, g: torch.Generator, strength, p: float) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue (fixed order) on [0, 1] images, applied with prob. p."""
+    n = x.shape[0]
+    on = torch.rand(n, generator=g) < p
+    b, c, s, hue = strength
+
+    def factor(m):
+        f = torch.empty(n).uniform_(max(0.0, 1 - m), 1 + m, generator=g)
+        return torch.where(on, f, torch.ones(n)).view(n, 1, 1, 1).to(x)
+
+    fb, fc, fs = factor(b), factor(c), factor(s)
+    angle = torch.where(on, torch.empty(n).uniform_(-hue, hue, generator=g), torch.zeros(n)) * 2 * math.pi
+    x = (x * fb).clamp(0, 1)
+    m = _gray(x).mean((1, 2, 3), keepdim=True)
+    x = ((x - m) * fc + m).clamp(0, 1)
+    gray = _gray(x)
+    x = ((x - gray) * fs + gray).clamp(0, 1)
+    # hue: rotate the chroma plane (I, Q) of YIQ by the angle; one 3x3 matrix per image
+    rot = torch.zeros(n, 3, 3)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2] = angle.cos(), -angle.sin()
+    rot[:, 2, 1], rot[:, 2, 2] = angle.sin(), angle.cos()
+    mats = (_YIQ2RGB @ rot @ _RGB2YIQ).to(x)
+    return torch.einsum("nij,njhw->nihw", mats, x).clamp(0, 1)
+
+
+def random_grayscale(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
+    on = (torch.rand(x.shape[0], generator=g) < p).view(-1, 1, 1, 1).to(x.device)
+    return torch.where(on, _gray(x).expand_as(x), x)
+
+
+def gaussian_blur(x: torch.Tensor, g: torch.Generator, sigma_range, p: float, ref_size: int) -> torch.Tensor:
+    """Separable Gaussian blur, sigma ~U(range) x (size / ref_size), kernel ~10% of the size (odd, >= 3)."""
+    n, c, h, w = x.shape
+    on = torch.rand(n, generator=g) < p
+    sigma = torch.empty(n).uniform_(sigma_range[0], sigma_range[1], generator=g) * (h / ref_size)
+    k = max(3, int(round(0.1 * h)) | 1)
+    r = min(k // 2, h - 1, w - 1)
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    ker = torch.exp(-(t.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
+    ker = ker / ker.sum(1, keepdim=True)
+    delta = (t == 0).float().expand_as(ker)
+    ker = torch.where(on.view(-1, 1), ker, delta).repeat_interleave(c, 0).to(x)  # (n*c, 2r+1)
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), ker.view(n * c, 1, 1, -1), groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), ker.view(n * c, 1, -1, 1), groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def augment_views(x: torch.Tensor, n_views: int, g: torch.Generator, aug: ViewAugment) -> list[torch.Tensor]:
+    """``n_views`` independently augmented copies of a normalised batch, all computed in one pass.
+
+    Crop/flip act on the normalised images; colour ops work on [0, 1] pixels (de-normalised with
+    ``aug.mean/std``) and the result is normalised again. All draws come from ``g`` (CPU).
+    """
+    n = x.shape[0]
+    mean = x.new_tensor(aug.mean).view(1, 3, 1, 1)
+    std = x.new_tensor(aug.std).view(1, 3, 1, 1)
+    v = random_resized_crop(x.repeat(n_views, 1, 1, 1), g, aug.crop_scale, aug.crop_ratio, aug.flip_p)
+    if aug.jitter_p > 0 or aug.gray_p > 0 or aug.blur_p > 0:
+        v = (v * std + mean).clamp(0, 1)
+        if aug.jitter_p > 0:
+            v = color_jitter(v, g, aug.jitter, aug.jitter_p)
+        if aug.gray_p > 0:
+            v = random_grayscale(v, g, aug.gray_p)
+        if aug.blur_p > 0:
+            v = gaussian_blur(v, g, aug.blur_sigma, aug.blur_p, aug.blur_ref_size)
+        v = (v - mean) / std
+    return list(v.split(n))
+
+
+# --- mechanism pieces --------------------------------------------------------------------
+class FeatureQueue:
+    """FIFO container of past teacher embeddings (the negatives of Eq. 4), fixed length."""
+
+    def __init__(self, length: int, dim: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu"):
+        if length < 1:
+            raise ValueError(f"queue length must be >= 1, got {length}")
+        self.length, self.dim = int(length), int(dim)
+        # MoCo starts from random unit vectors, so the first steps already have negatives
+        self.buffer = F.normalize(torch.randn(self.length, self.dim, generator=generator), dim=1).to(device)
+        self.ptr = 0  # next slot to overwrite (= the oldest entry once full)
+        self.count = 0  # real entries enqueued so far (capped at length)
+
+    def enqueue(self, keys: torch.Tensor) -> None:
+        keys = keys.detach()[-self.length:]  # more keys than slots: only the newest survive
+        n = keys.shape[0]
+        idx = (self.ptr + torch.arange(n)) % self.length
+        self.buffer[idx.to(self.buffer.device)] = keys.to(self.buffer)
+        self.ptr = (self.ptr + n) % self.length
+        self.count = min(self.length, self.count + n)
+
+    def items(self) -> torch.Tensor:
+        """Real (enqueued) entries, oldest first."""
+        order = (self.ptr - self.count + torch.arange(self.count)) % self.length
+        return self.buffer[order.to(self.buffer.device)]
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.cpu(), "ptr": self.ptr, "count": self.count}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.buffer = s["buffer"].to(self.buffer.device)
+        self.ptr, self.count = int(s["ptr"]), int(s["count"])
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, lam: float) -> None:
+    """Eq. 2: W'_t = lambda W'_{t-1} + (1 - lambda) W_t, for every parameter (lambda = 0: a copy)."""
+    for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
+        if lam == 0.0:
+            pt.copy_(ps)
+        else:
+            pt.mul_(lam).add_(ps.detach(), alpha=1.0 - lam)
+
+
+def pinas_loss(z_i: torch.Tensor, z_j: torch.Tensor, zt_i: torch.Tensor, zt_j: torch.Tensor,
+               negatives: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """Eq. 4 (batch mean) with D(z, z') = <z/|z|, z'/|z'|> / t; the student embeds ``z_i``/``z_j``,
+    the teacher ``zt_i``/``zt_j`` (no gradient). ``negatives=None``: Eq. 1, -E[D(z_i,z'_j) + D(z_j,z'_i)].
+    """
+    q_i, q_j = F.normalize(z_i, dim=1), F.normalize(z_j, dim=1)
+    k_i, k_j = F.normalize(zt_i.detach(), dim=1), F.normalize(zt_j.detach(), dim=1)
+
+    def term(q, k):
+        pos = (q * k).sum(1, keepdim=True) / temperature
+        if negatives is None:
+            return -pos.mean()
+        logits = torch.cat([pos, q @ negatives.detach().t() / temperature], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+    return term(q_i, k_j) + term(q_j, k_i)
+
+
+def sample_paths(space: SearchSpace, rng: np.random.Generator, cross_path: bool = True,
+                 differ_everywhere: bool = True, tries: int = 100) -> tuple[Arch, Arch]:
+    """Paths (i, j): i uniform; j != i (at every decision with >1 choice when ``differ_everywhere``,
+    each other choice equally likely); j = i without cross-path learning."""
+    a = space.sample(rng)
+    if not cross_path:
+        return a, a
+    for _ in range(tries):
+        if differ_everywhere:
+            sizes = [len(d.choices) for d in space.decisions]
+            b = tuple(int((ai + rng.integers(1, n)) % n) if n > 1 else ai for ai, n in zip(a, sizes))
+        else:
+            b = space.sample(rng)
+        if b != a and space.is_allowed(b):
+            return a, b
+    if differ_everywhere:  # constrained space: fall back to any different path
+        return sample_paths(space, rng, True, False, tries)
+    raise JobFailed(f"could not sample two different paths in space '{space.name}' (size {space.size})")
+
+
+def relative_variance(z: torch.Tensor) -> torch.Tensor:
+    """Variance across the batch over mean square: 0 for constant outputs, NaN for all-zero ones."""
+    z = z.float()
+    return z.var(dim=0).mean() / z.pow(2).mean()
+
+
+class ProjectionHead(nn.Sequential):
+    """The 2-layer MLP supernet head of the unsupervised phase (Linear-ReLU-Linear)."""
+
+    def __init__(self, c_in: int, hidden: int, out: int):
+        super().__init__(nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
+
+
+class PiNet(nn.Module):
+    """Supernet + projection head; the student and (a deep copy) the teacher."""
+
+    def __init__(self, net: nn.Module, proj: nn.Module):
+        super().__init__()
+        self.net, self.proj = net, proj
+
+    def forward(self, x, arch, ctx=None):
+        return self.proj(self.net.features(x, arch, ctx))
+
+
+def feature_width(model: nn.Module, job) -> int:
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return head.in_features
+    arch = tuple(0 for _ in job.space.decisions)
+    with torch.no_grad(), batch_stat_bn(model):
+        return int(model.features(job.data.train_x[:2], arch).shape[1])
+
+
+def step_decay(base: float, step: int, total: int, milestones: Sequence[float], gamma: float = 0.1) -> float:
+    return base * gamma ** sum(step >= int(round(m * total)) for m in milestones)
+
+
+def linear_evaluation(job, model: nn.Module, cfg: PinasConfig, rng: np.random.Generator) -> tuple[nn.Linear, dict]:
+    """Sec. 3.3: train one weight-shared linear classifier on frozen supernet features of sampled paths.
+
+    The supernet is never updated: features are computed without gradients, BN normalises with
+    the batch's statistics and its running buffers are left untouched (``batch_stat_bn``).
+    Labels are used here (this is the search), never in the unsupervised phase.
+    """
+    width = feature_width(model, job)
+    job.seed_torch("pinas-linear-init")
+    classifier = nn.Linear(width, job.data.num_classes).to(job.device)
+    stream = job.train_stream(augment=False)
+    total = max(1, int(round(cfg.linear_epochs_ratio * job.budget.epochs * stream.len_epoch)))
+    opt = torch.optim.SGD(classifier.parameters(), lr=cfg.linear_lr, momentum=cfg.linear_momentum,
+                          weight_decay=cfg.linear_weight_decay)
+    aug = ViewAugment(crop_scale=cfg.linear_crop_scale, jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+    was_training = model.training
+    model.eval()
+    step, correct, seen = 0, 0, 0
+    try:
+        with batch_stat_bn(model):
+            epoch = 0
+            while step < total:
+                for x, y in stream.batches(epoch):
+                    lr = step_decay(cfg.linear_lr, step, total, cfg.linear_milestones)
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    (xv,) = augment_views(x, 1, torch_generator("job", job.seed, "pinas-linear-views", step), aug)
+                    arch = job.space.sample(rng)
+                    with torch.no_grad():
+                        feats = model.features(xv, arch)
+                    job.counters.add_path(len(x), forward=1, backward=0)
+                    logits = classifier(feats)
+                    loss = F.cross_entropy(logits, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if step >= total - max(1, total // 10):  # training accuracy over the last 10%
+                        correct += int((logits.argmax(1) == y).sum())
+                        seen += len(y)
+                    step += 1
+                    if step >= total:
+                        break
+                epoch += 1
+    finally:
+        model.train(was_training)
+    if not all(torch.isfinite(p).all() for p in classifier.parameters()):
+        raise JobFailed(f"linear evaluation diverged (non-finite classifier weights, lr {cfg.linear_lr})", step)
+    return classifier.eval(), {"linear_steps": total, "linear_train_acc_last10pct": correct / max(seen, 1)}
+
+
+class PinasScorer(SupernetScorer):
+    """The shared evaluator, scoring through the linear classifier; keeps the trained parts for tests."""
+
+    def __init__(self, job, student: PiNet, teacher: PiNet, queue: FeatureQueue, classifier: nn.Linear, info: dict):
+        super().__init__(job, student.net, forward_fn=lambda m, xb, arch, ctx: classifier(m.features(xb, arch, ctx)))
+        self.student, self.teacher, self.queue, self.classifier, self.info = student, teacher, queue, classifier, info
+
+    def extra(self) -> dict:
+        return dict(self.info)
+
+
+@register_method("pinas")
+@register_method("pinas-no-cp", cross_path=False)
+@register_method("pinas-no-mt", mean_teacher=False)
+@register_method("pinas-no-neg", negatives=False)
+@register_method("pinas-no-ds", share_downsample=False)
+class Pinas(Method):
+    Config = PinasConfig
+
+    def ema_lambda(self, job) -> float:
+        if not self.config.mean_teacher:
+            return 0.0
+        if self.config.ema is not None:
+            return float(self.config.ema)
+        return EMA_BY_BUDGET.get(job.budget.name, 0.99)
+
+    def build_student(self, job) -> PiNet:
+        cfg = self.config
+        if cfg.share_downsample:
+            net = job.build_supernet()
+        else:
+            if not getattr(job.space, "supports_downsample_sharing", False) or not hasattr(job.net_cfg, "share_downsample"):
+                raise JobFailed(f"{self.name}: space '{job.space.name}' has no downsample-sharing option to turn "
+                                "off; run this ablation on a space that has one (e.g. the ResNet probe suite)")
+            net = job.build_supernet(share_downsample=False)
+        width = feature_width(net, job)
+        job.seed_torch("pinas-proj-init")
+        proj = ProjectionHead(width, cfg.proj_hidden or width, cfg.proj_dim).to(job.device)
+        return PiNet(net, proj)
+
+    def check_collapse(self, student: PiNet, job, archs: Sequence[Arch]) -> dict:
+        """Raw-embedding variance (absolute, then relative to the mean square); raises Collapsed."""
+        x = job.data.search_x[:128]
+        fwd = lambda m, xb, arch, ctx: m(xb, arch, ctx)  # noqa: E731
+        raw = check_not_collapsed(student, x, archs, forward_fn=fwd, threshold=self.config.collapse_threshold)
+        # scale-free: z / rms(z) has variance = relative_variance(z); all-zero z gives 0 -> collapsed
+        scaled = lambda m, xb, arch, ctx: (lambda z: z / z.pow(2).mean().sqrt().clamp_min(1e-30))(m(xb, arch, ctx))  # noqa: E731
+        rel = check_not_collapsed(student, x, archs, forward_fn=scaled, threshold=self.config.collapse_rel_threshold)
+        return {"embed_var_min": raw, "embed_rel_var_min": rel}
+
+    def fit(self, job):
+        cfg = self.config
+        space = job.space
+        lam = self.ema_lambda(job)
+        student = self.build_student(job)
+        model = student.net
+        teacher = copy.deepcopy(student)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        queue = FeatureQueue(cfg.queue_len, cfg.proj_dim, torch_generator("job", job.seed, "pinas-queue-init"),
+                             job.device)
+        rng = job.rng("path")
+        aug = ViewAugment(crop_scale=cfg.crop_scale, jitter=cfg.jitter, jitter_p=cfg.jitter_p, gray_p=cfg.gray_p,
+                          blur_p=cfg.blur_p, blur_sigma=cfg.blur_sigma, blur_ref_size=cfg.blur_ref_size)
+        info = {"ema_lambda": lam, "queue_len": cfg.queue_len, "temperature": cfg.temperature, "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay, "linear_lr": cfg.linear_lr}
+        job.state["pinas"] = info
+        counts = {"equal_path_steps": 0}
+        # the linear classifier of the supernet (`net.head`) is not trained in the unsupervised phase
+        params = [p for n, p in student.named_parameters() if not n.startswith("net.head.")]
+        trainer = SupernetTrainer(job, model, params=params, lr=cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay, nesterov=False)
+        # same data order as every method, but the views replace the standard crop/flip
+        trainer.stream = job.train_stream(augment=False)
+
+        def step(x, y, step):
+            del y  # unsupervised: labels are never read (tests shuffle them)
+            views = augment_views(x, 4, torch_generator("job", job.seed, "pinas-views", step), aug)
+            arch_i, arch_j = sample_paths(space, rng, cfg.cross_path, cfg.paths_differ_everywhere)
+            counts["equal_path_steps"] += arch_i == arch_j
+            z_i, z_j = student(views[0], arch_i), student(views[1], arch_j)
+            with torch.no_grad():
+                teacher.train()
+                zt_i, zt_j = teacher(views[2], arch_i), teacher(views[3], arch_j)
+            loss = pinas_loss(z_i, z_j, zt_i, zt_j, queue.buffer if cfg.negatives else None, cfg.temperature)
+            loss.backward()
+            job.counters.add_path(len(x), forward=2, backward=2)  # student: paths i and j
+            job.counters.add_path(len(x), forward=2, backward=0)  # teacher: paths i and j, no gradient
+            if cfg.negatives:
+                queue.enqueue((F.normalize(zt_i, dim=1) + F.normalize(zt_j, dim=1)) / 2)
+            if cfg.collapse_check_every and (step + 1) % cfg.collapse_check_every == 0:
+                rel = float(relative_variance(z_i.detach()))
+                if not rel >= cfg.collapse_rel_threshold / 10:  # NaN (all-zero) included
+                    raise Collapsed(f"student embeddings are constant across the batch at step {step + 1} "
+                                    f"(relative variance {rel:.3g} < {cfg.collapse_rel_threshold / 10:g})", step + 1)
+            return loss
+
+        def get_state() -> dict:
+            return {"path_rng": rng.bit_generator.state, "proj": student.proj.state_dict(),
+                    "teacher": teacher.state_dict(), "queue": queue.state_dict(), "counts": dict(counts)}
+
+        def set_state(s: dict) -> None:
+            rng.bit_generator.state = s["path_rng"]
+            student.proj.load_state_dict(s["proj"])
+            teacher.load_state_dict(s["teacher"])
+            queue.load_state_dict(s["queue"])
+            counts.update(s["counts"])
+
+        check_archs = [space.sample(job.rng("collapse")) for _ in range(4)]
+        try:
+            trainer.run(step, get_state=get_state, set_state=set_state,
+                        after_step=lambda _s: ema_update(teacher, student, lam))
+        except Collapsed:
+            raise
+        except JobFailed:
+            # collapse before NaN handling: all-zero embeddings are `collapsed`, not `failed`
+            self.check_collapse(student, job, check_archs)
+            raise
+        info.update(self.check_collapse(student, job, check_archs))
+        info.update(equal_path_steps=int(counts["equal_path_steps"]), train_steps=trainer.total_steps,
+                    train_forward_images=job.counters.path_forward_images,
+                    train_backward_images=job.counters.path_backward_images)
+        classifier, lin = linear_evaluation(job, model, cfg, job.rng("pinas-linear-path"))
+        info.update(lin)
+        return PinasScorer(job, student, teacher, queue, classifier, info)
