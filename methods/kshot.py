@@ -1,0 +1,367 @@
+"""K-shot NAS: K-shot supernets merged by a learned simplex code (Su et al., ICML 2021).
+
+Mechanism (paper Sec. 3):
+
+- Every parametric candidate operator keeps a dictionary of K weight copies
+  Theta = [theta_1 .. theta_K]. For an architecture a with code lambda on the simplex
+  Delta^{K-1}, the operator computes with ``theta~ = sum_k lambda_k theta_k`` (Eq. 4). The merge
+  happens BEFORE the forward pass (``torch.func.functional_call`` of the space's own operator with
+  the merged tensors), so a training step stores the activations of one path, not K (Sec. 3,
+  "Analysis on Training Cost"; measured in ``tests/bench/test_bench_kshot.py``).
+- A simplex-net pi (Eq. 6): a 2-layer MLP from ``space.encode(a)`` (one-hot) to softmax over K,
+  one code per architecture, shared by every operator of the path.
+- Warm-up (Algorithm 1): lambda = 1/K exactly for every path during the first ``warmup_share`` of
+  the training steps (paper: 5 of 120 epochs).
+- Then, per batch (the same batch for both steps, so K-shot consumes the same images as SPOS):
+  (a) Eq. 8: update the simplex-net with the supernets frozen, on m sampled paths, each taking
+  b/m images of the batch (paper b_s = m = 16); (b) Eq. 9: update the supernets with the
+  simplex-net frozen, on one sampled path. With K = 1 step (a) is skipped and the method is
+  exactly ``spos`` (same path stream, same initialisation, same numbers).
+- Estimation (Eq. 10): an architecture is scored through the shared evaluator with
+  theta~(a) = Theta pi(a).
+
+Choices the paper leaves open (recorded in the config and the job state):
+
+- What gets K copies: every *parameter* of a searched candidate operator (the operators built
+  through ``op_factory``): convolution weights and, when the space builds affine BN
+  (``bn_affine=True``), the BN scale and shift, merged with the same code. BN running statistics
+  are buffers, not weights: one set per operator, shared by all codes (the harness scores with
+  batch statistics by default, so they do not enter the scores). The non-searched layers (stem,
+  reduction blocks, final BN, head) are single-copy, shared as in SPOS: the wrapper is
+  space-agnostic and only sees candidate operators.
+- Copies 2..K are initialised independently by the space's own operator initialiser, from a
+  separate seed stream (``kshot-copies``) drawn AFTER the supernet is built, so copy 1 is the
+  SPOS initialisation bit for bit. (Identical copies would stay identical: under a uniform code
+  every copy receives the same gradient.)
+- Simplex-net: Linear(D, hidden) - ReLU - Linear(hidden, K) - softmax, trained with Adam
+  (``simplex_lr``); its last layer starts at zero, so the learned code starts at exactly 1/K when
+  it takes over from the warm-up (no jump in the merged weights).
+- During the simplex step BN uses batch statistics without updating running buffers (the
+  supernets are frozen in Eq. 8, their running statistics included).
+
+Out of scope: the channel-width search and its "channel branch" of the simplex-net (Sec. 4,
+Eq. 11-12) and the non-parametric regulariser r_c (Eq. 13-17); only the operator search of
+Sec. 3 is implemented.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from harness.errors import ConfigError
+from harness.evaluate import SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.seeding import derive_seed
+from harness.spaces.base import Arch, OpFactory, OpSpec, SearchSpace
+from harness.store import write_csv
+from harness.train import SupernetTrainer
+from methods.base import Method, MethodConfig, register_method
+
+CODES_CSV = "kshot_codes.csv"
+
+
+@dataclass(frozen=True)
+class KShotConfig(MethodConfig):
+    k: int = 8  # K supernets (paper: 8)
+    paths_per_simplex_step: int = 16  # m paths, b/m images each, per simplex-net update (paper b_s=16)
+    warmup_share: float = 5 / 120  # share of the training steps with lambda = 1/K (paper: 5 of 120 epochs)
+    simplex_hidden: int = 64
+    simplex_lr: float = 1e-3  # Adam; the paper's supplement setting is not in the main text
+    simplex_grad_clip: float | None = 5.0
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"kshot k={self.k} must be >= 1 (number of supernet copies; paper uses 8)")
+        if self.paths_per_simplex_step < 1:
+            raise ConfigError(f"kshot paths_per_simplex_step={self.paths_per_simplex_step} must be >= 1 (paper: 16)")
+        if not 0.0 <= self.warmup_share <= 1.0:
+            raise ConfigError(f"kshot warmup_share={self.warmup_share} must lie in [0, 1] (paper: 5/120)")
+        if self.simplex_hidden < 1:
+            raise ConfigError(f"kshot simplex_hidden={self.simplex_hidden} must be >= 1")
+
+
+# --- K-shot operators -----------------------------------------------------------------------
+@dataclass
+class KShotCtx:
+    """The per-call ``ctx`` of a K-shot supernet: the path's code lambda (shape K, on the simplex)."""
+
+    lam: torch.Tensor
+
+
+def merge_weights(stack: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """theta~ = sum_k lambda_k theta_k (Eq. 4) for a stack of shape (K, *weight_shape).
+
+    Multiply-then-sum (not a matmul) so that K = 1 with lambda = (1,) returns the copy bit for bit.
+    """
+    return (lam.to(stack.dtype).view(-1, *([1] * (stack.dim() - 1))) * stack).sum(0)
+
+
+def _slot(name: str) -> str:
+    return "theta_" + name.replace(".", "_")
+
+
+class KShotOp(nn.Module):
+    """A candidate operator whose parameters are K stacked copies, merged by the code in ``ctx``.
+
+    ``base`` is the space's own operator with its parameters removed; each forward calls it
+    functionally with the merged tensors, so it computes exactly one operator's activations.
+    The stacks are registered in the base operator's parameter order, at the operator's place in
+    the module tree, so ``model.parameters()`` lists tensors in the same order as the plain supernet.
+    """
+
+    def __init__(self, base: nn.Module, spec: OpSpec):
+        super().__init__()
+        self.spec = spec
+        self.names = [n for n, _ in base.named_parameters()]
+        for name, p in list(base.named_parameters()):
+            self.register_parameter(_slot(name), nn.Parameter(p.detach().unsqueeze(0).clone()))
+            owner, _, leaf = name.rpartition(".")
+            mod = base.get_submodule(owner)
+            del mod._parameters[leaf]
+            setattr(mod, leaf, None)  # filled by functional_call on every forward
+        self.base = base
+
+    @property
+    def k(self) -> int:
+        return self.stacks()[0].shape[0]
+
+    def stacks(self) -> list[nn.Parameter]:
+        return [getattr(self, _slot(n)) for n in self.names]
+
+    def set_copies(self, copies: Sequence[nn.Module]) -> None:
+        """Append copies 2..K from freshly built operators (same class, same parameter names)."""
+        for name in self.names:
+            old = getattr(self, _slot(name)).detach()
+            extra = [dict(c.named_parameters())[name].detach().to(old) for c in copies]
+            self.register_parameter(_slot(name), nn.Parameter(torch.cat([old, *[e.unsqueeze(0) for e in extra]])))
+
+    def merged(self, lam: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: merge_weights(s, lam) for n, s in zip(self.names, self.stacks())}
+
+    def forward(self, x, ctx=None):
+        lam = ctx.lam if ctx is not None else uniform_code(self.k, device=x.device)
+        if lam.shape != (self.k,):
+            raise ValueError(f"K-shot code has shape {tuple(lam.shape)}; this operator has K={self.k}")
+        return functional_call(self.base, self.merged(lam), (x, None))
+
+
+def uniform_code(k: int, device=None) -> torch.Tensor:
+    """The warm-up code: exactly 1/K in every entry (Algorithm 1)."""
+    return torch.full((k,), 1.0 / k, device=device)
+
+
+def kshot_factory(inner: OpFactory) -> OpFactory:
+    """Wrap a space's operator factory: parametric operators become :class:`KShotOp` (K = 1 at
+    build time; :func:`expand_copies` adds the other K - 1), the others stay as they are."""
+
+    def factory(spec: OpSpec) -> nn.Module:
+        op = inner(spec)
+        return KShotOp(op, spec) if any(True for _ in op.parameters()) else op
+
+    return factory
+
+
+def kshot_ops(model: nn.Module) -> list[KShotOp]:
+    return [m for m in model.modules() if isinstance(m, KShotOp)]
+
+
+def expand_copies(model: nn.Module, k: int, inner: OpFactory, seed: int) -> None:
+    """Give every K-shot operator copies 2..K, initialised independently by ``inner`` from
+    ``seed``; the global torch RNG is left untouched (so K = 1 stays identical to SPOS)."""
+    if k <= 1:
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for op in kshot_ops(model):
+            op.set_copies([inner(op.spec) for _ in range(k - 1)])
+
+
+# --- simplex-net -----------------------------------------------------------------------------
+class SimplexNet(nn.Module):
+    """pi: A -> Delta^{K-1} (Eq. 6): 2-layer MLP on the one-hot encoding, softmax over K."""
+
+    def __init__(self, in_dim: int, k: int, hidden: int = 64):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, k)
+        # zero last layer: the code is exactly uniform when the simplex-net takes over from warm-up
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, enc: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.fc2(F.relu(self.fc1(enc))), dim=-1)
+
+
+def encode_batch(space: SearchSpace, archs: Sequence[Arch], device) -> torch.Tensor:
+    return torch.from_numpy(np.stack([space.encode(a) for a in archs])).to(device)
+
+
+# --- training ---------------------------------------------------------------------------------
+class KShotRun:
+    """The supernet, the simplex-net and the per-batch iterative update (Eq. 8 then Eq. 9)."""
+
+    def __init__(self, job, config: KShotConfig, total_steps: int | None = None):
+        config.validate()
+        self.job, self.config, self.space = job, config, job.space
+        self.k = config.k
+        inner = job.space.default_op
+        # build exactly as SPOS does (the job's init stream, same construction order) ...
+        self.model = job.build_supernet(op_factory=kshot_factory(inner))
+        # ... then the extra copies and the simplex-net from their own streams
+        expand_copies(self.model, self.k, inner, derive_seed("job", job.seed, "kshot-copies"))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed("job", job.seed, "kshot-simplex"))
+            in_dim = len(job.space.encode(tuple(0 for _ in job.space.decisions)))
+            self.simplex = SimplexNet(in_dim, self.k, config.simplex_hidden).to(job.device)
+        self.simplex_opt = torch.optim.Adam(self.simplex.parameters(), lr=config.simplex_lr)
+        self.path_rng = job.rng("path")  # the supernet path: the very stream SPOS consumes
+        self.simplex_rng = job.rng("kshot-simplex-paths")
+        self.warmup_steps = 0
+        if total_steps is not None:
+            self.set_total_steps(total_steps)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.warmup_steps = int(round(self.config.warmup_share * total_steps))
+
+    # codes
+    def code(self, arch: Arch, step: int | None = None) -> torch.Tensor:
+        """lambda for ``arch``: 1/K during warm-up (and always for K = 1), else pi(arch) (no grad)."""
+        if self.k == 1 or (step is not None and step < self.warmup_steps):
+            return uniform_code(self.k, device=self.job.device)
+        with torch.no_grad():
+            return self.simplex(encode_batch(self.space, [arch], self.job.device))[0]
+
+    def codes(self, archs: Sequence[Arch], batch: int = 4096) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(archs), batch):
+                out.append(self.simplex(encode_batch(self.space, archs[i:i + batch], self.job.device)).cpu())
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, self.k))
+
+    # the two updates
+    def simplex_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Eq. 8: one simplex-net update, supernets frozen, m paths on b/m images each."""
+        m = self.config.paths_per_simplex_step
+        archs = [self.space.sample(self.simplex_rng) for _ in range(m)]
+        lams = self.simplex(encode_batch(self.space, archs, x.device))
+        params = list(self.simplex.parameters())
+        loss = x.new_zeros(())
+        with batch_stat_bn(self.model):  # frozen supernets: no running-stat updates either
+            for i, (xb, yb) in enumerate(zip(torch.tensor_split(x, m), torch.tensor_split(y, m))):
+                if len(xb) == 0:
+                    continue
+                out = self.model(xb, archs[i], KShotCtx(lams[i]))
+                loss = loss + F.cross_entropy(out, yb, label_smoothing=self.config.label_smoothing) * (len(xb) / len(x))
+                self.job.counters.add_path(len(xb))
+        grads = torch.autograd.grad(loss, params)  # only sigma: Theta gets no gradient here
+        for p, g in zip(params, grads):
+            p.grad = g
+        if self.config.simplex_grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, self.config.simplex_grad_clip)
+        self.simplex_opt.step()
+        self.simplex_opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        """One training step on one batch: (a) simplex-net (after warm-up, K > 1), (b) supernets."""
+        if self.k > 1 and step >= self.warmup_steps:
+            self.simplex_step(x, y)
+        arch = self.space.sample(self.path_rng)
+        ctx = KShotCtx(self.code(arch, step))
+        loss = F.cross_entropy(self.model(x, arch, ctx), y, label_smoothing=self.config.label_smoothing)
+        loss.backward()
+        self.job.counters.add_path(len(x))
+        return loss
+
+    # checkpoint state (torch.load(weights_only=True)-loadable)
+    def get_state(self) -> dict:
+        return {"path_rng": self.path_rng.bit_generator.state, "simplex_rng": self.simplex_rng.bit_generator.state,
+                "simplex": self.simplex.state_dict(), "simplex_opt": self.simplex_opt.state_dict()}
+
+    def set_state(self, s: dict) -> None:
+        self.path_rng.bit_generator.state = s["path_rng"]
+        self.simplex_rng.bit_generator.state = s["simplex_rng"]
+        self.simplex.load_state_dict(s["simplex"])
+        self.simplex_opt.load_state_dict(s["simplex_opt"])
+
+    def ctx_fn(self, arch: Arch) -> KShotCtx:
+        return KShotCtx(self.code(arch))
+
+
+# --- scoring and the codes' spread ------------------------------------------------------------
+def code_spread(codes: np.ndarray) -> dict:
+    """Summary of learned codes (n x K): per-k mean/std, entropy, distance between codes."""
+    n, k = codes.shape
+    if n == 0:
+        return {"k": k, "n_archs": 0}
+    ent = -(codes * np.log(np.clip(codes, 1e-12, None))).sum(1)
+    sub = codes[: min(n, 500)]
+    pair_l1 = np.abs(sub[:, None, :] - sub[None, :, :]).sum(-1)
+    iu = np.triu_indices(len(sub), 1)
+    return {
+        "k": k, "n_archs": n,
+        "mean": codes.mean(0).round(6).tolist(), "std": codes.std(0).round(6).tolist(),
+        "min": float(codes.min()), "max": float(codes.max()),
+        "std_mean_over_k": float(codes.std(0).mean()),
+        "entropy_mean": float(ent.mean()), "entropy_std": float(ent.std()), "entropy_max": math.log(k),
+        "pairwise_l1_mean": float(pair_l1[iu].mean()) if len(iu[0]) else 0.0,
+        "argmax_counts": np.bincount(codes.argmax(1), minlength=k).tolist(),
+    }
+
+
+class KShotScorer(SupernetScorer):
+    """The shared evaluator with theta~(a) = Theta pi(a) (Eq. 10); records the scored codes."""
+
+    def __init__(self, job, run: KShotRun):
+        super().__init__(job, run.model, ctx_fn=run.ctx_fn)
+        self.job, self.run = job, run
+        self.codes: dict[Arch, np.ndarray] = {}
+
+    def score(self, archs: Sequence[Arch]) -> np.ndarray:
+        archs = [tuple(a) for a in archs]
+        for a, c in zip(archs, self.run.codes(archs)):
+            self.codes[a] = c
+        self._write_codes()
+        return super().score(archs)
+
+    def _write_codes(self) -> None:
+        space, k = self.job.space, self.run.k
+        archs = list(self.codes)
+        codes = np.stack([self.codes[a] for a in archs]) if archs else np.zeros((0, k))
+        df = pd.DataFrame({"arch_index": [space.arch_index(a) for a in archs],
+                           "arch": [space.format(a) for a in archs]})
+        for j in range(k):
+            df[f"lambda_{j}"] = codes[:, j] if len(codes) else []
+        write_csv(self.job.job_dir / CODES_CSV, df)
+        self.job.state.setdefault("kshot", {})["codes"] = code_spread(codes)
+
+    def extra(self) -> dict:
+        return {"kshot_codes": self.job.state.get("kshot", {}).get("codes", {})}
+
+
+# --- the method -------------------------------------------------------------------------------
+@register_method("kshot-k1", k=1)
+@register_method("kshot")
+class KShot(Method):
+    Config = KShotConfig
+
+    def fit(self, job):
+        run = KShotRun(job, self.config)
+        trainer = SupernetTrainer(job, run.model)  # Theta (+ shared layers) only; sigma has its own Adam
+        run.set_total_steps(trainer.total_steps)
+        job.state["kshot"] = {"k": run.k, "m": self.config.paths_per_simplex_step,
+                              "warmup_steps": run.warmup_steps, "total_steps": trainer.total_steps,
+                              "kshot_ops": len(kshot_ops(run.model))}
+        trainer.run(run.step, get_state=run.get_state, set_state=run.set_state)
+        run.simplex.eval()
+        check_not_collapsed(run.model, job.data.score_x[:64], [job.space.sample(job.rng("collapse")) for _ in range(4)],
+                            ctx_fn=run.ctx_fn)
+        return KShotScorer(job, run)

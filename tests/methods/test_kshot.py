@@ -1,0 +1,200 @@
+"""K-shot NAS: simplex codes, warm-up, weight merging, code-dependent outputs, learned spread,
+and exact reproduction of SPOS with K = 1."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from methods.base import create_method
+from methods.kshot import (CODES_CSV, KShotConfig, KShotCtx, KShotOp, KShotRun, SimplexNet, code_spread,
+                           kshot_ops, merge_weights, uniform_code)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: fast and reproducible on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(job, **overrides) -> KShotRun:
+    return KShotRun(job, dataclasses.replace(KShotConfig(), **overrides), total_steps=16)
+
+
+def _archs(space, n: int, seed: int = 1) -> list:
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def test_codes_are_on_the_simplex(job_factory) -> None:
+    job = job_factory()
+    run = _run(job, k=5)
+    with torch.no_grad():  # random last layer: codes far from uniform, still on the simplex
+        torch.nn.init.normal_(run.simplex.fc2.weight, std=3.0)
+    codes = run.codes(_archs(job.space, 64))
+    assert codes.shape == (64, 5)
+    assert (codes >= 0).all()
+    np.testing.assert_allclose(codes.sum(1), 1.0, atol=1e-6)
+    assert codes.std(0).max() > 0.01  # not trivially uniform
+
+
+def test_simplex_net_starts_uniform_and_is_two_layers() -> None:
+    net = SimplexNet(30, 8, hidden=16)
+    out = net(torch.eye(30))
+    assert torch.equal(out, torch.full((30, 8), 1 / 8))
+    assert [type(m).__name__ for m in net.children()] == ["Linear", "Linear"]
+
+
+def test_warmup_uses_exactly_one_over_k(job_factory) -> None:
+    job = job_factory()
+    run = _run(job, k=4, warmup_share=0.5)  # 8 warm-up steps of 16
+    assert run.warmup_steps == 8
+    with torch.no_grad():
+        torch.nn.init.normal_(run.simplex.fc2.weight, std=3.0)  # pi(a) is far from 1/K
+    seen = []
+    orig = run.model.forward
+    run.model.forward = lambda x, arch, ctx=None: (seen.append(ctx.lam.detach().clone()), orig(x, arch, ctx))[1]
+    x, y = job.data.train_x[:32], job.data.train_y[:32]
+    for step in (0, 7):
+        seen.clear()
+        run.step(x, y, step)
+        assert len(seen) == 1  # warm-up: no simplex step, one supernet path
+        assert torch.equal(seen[0], torch.full((4,), 0.25))  # exactly 1/K, bit for bit
+    seen.clear()
+    run.step(x, y, 8)  # after warm-up: m simplex paths, then the supernet path with pi(a)
+    assert len(seen) == run.config.paths_per_simplex_step + 1
+    assert not torch.allclose(seen[-1], torch.full((4,), 0.25), atol=1e-3)
+    assert torch.equal(uniform_code(3), torch.tensor([1 / 3] * 3))
+
+
+def test_merged_weights_equal_weighted_sum(job_factory) -> None:
+    job = job_factory()
+    run = _run(job, k=3)
+    op = kshot_ops(run.model)[0]
+    lam = torch.tensor([0.2, 0.5, 0.3])
+    for name, stack in zip(op.names, op.stacks()):
+        assert stack.shape[0] == 3
+        expected = 0.2 * stack[0] + 0.5 * stack[1] + 0.3 * stack[2]
+        torch.testing.assert_close(op.merged(lam)[name], expected)
+        torch.testing.assert_close(merge_weights(stack, lam), expected)
+    # the operator computes exactly the base operator with the merged weights
+    x = torch.randn(2, op.spec.c_in, 8, 8)
+    conv = torch.nn.functional.conv2d(torch.relu(x), op.merged(lam)[op.names[0]],
+                                      padding=op.base.op[1].padding)
+    ref = torch.nn.functional.batch_norm(conv, None, None, training=True)
+    torch.testing.assert_close(op(x, KShotCtx(lam)), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_copies_are_distinct_and_copy_one_is_spos_init(job_factory) -> None:
+    job = job_factory()
+    run = _run(job, k=2)
+    spos = job.build_supernet()
+    spos_params = list(spos.parameters())
+    kshot_params = list(run.model.parameters())
+    assert len(spos_params) == len(kshot_params)
+    for p, q in zip(spos_params, kshot_params):
+        if q.shape != p.shape:  # a K-shot stack: copy 1 is the SPOS init
+            assert torch.equal(q[0], p)
+            assert not torch.equal(q[1], p)
+        else:
+            assert torch.equal(q, p)
+
+
+def test_different_codes_give_different_outputs(job_factory) -> None:
+    job = job_factory()
+    run = _run(job, k=2)
+    arch = (3, 3, 3, 3, 3, 3)
+    x = job.data.score_x[:16]
+    with torch.no_grad():
+        a = run.model(x, arch, KShotCtx(torch.tensor([1.0, 0.0])))
+        b = run.model(x, arch, KShotCtx(torch.tensor([0.0, 1.0])))
+        a2 = run.model(x, arch, KShotCtx(torch.tensor([1.0, 0.0])))
+    assert torch.equal(a, a2)
+    assert (a - b).abs().max() > 1e-3
+    # with identical copies the code cannot matter: the difference comes from the copies
+    with torch.no_grad():
+        for op in kshot_ops(run.model):
+            for s in op.stacks():
+                s[1].copy_(s[0])
+        b_same = run.model(x, arch, KShotCtx(torch.tensor([0.0, 1.0])))
+    torch.testing.assert_close(a, b_same)
+
+
+def test_after_training_codes_of_architectures_differ(job_factory) -> None:
+    job = job_factory(epochs=2)
+    method = create_method("kshot")
+    method.config = dataclasses.replace(method.config, k=4, paths_per_simplex_step=2, simplex_lr=3e-2)
+    scorer = method.fit(job)
+    archs = _archs(job.space, 20)
+    scores = scorer.score(archs)
+    assert np.isfinite(scores).all()
+    df = pd.read_csv(job.job_dir / CODES_CSV)
+    codes = df[[f"lambda_{k}" for k in range(4)]].to_numpy()
+    assert len(df) == 20 and (codes >= 0).all()
+    np.testing.assert_allclose(codes.sum(1), 1.0, atol=1e-6)
+    spread = scorer.extra()["kshot_codes"]
+    print("learned code spread (tiny job, K=4):", spread)
+    assert spread["n_archs"] == 20
+    assert spread["pairwise_l1_mean"] > 0.01  # different architectures, different codes
+    assert max(spread["std"]) > 1e-3
+    assert job.state["kshot"]["warmup_steps"] == round(job.state["kshot"]["total_steps"] * 5 / 120)
+    # the simplex step is accounted: m extra paths per post-warm-up step
+    total, warm = job.state["kshot"]["total_steps"], job.state["kshot"]["warmup_steps"]
+    assert job.counters.path_forward == total + 2 * (total - warm)
+
+
+def test_code_spread_of_uniform_codes_is_zero() -> None:
+    s = code_spread(np.full((10, 4), 0.25))
+    assert s["pairwise_l1_mean"] == 0.0 and max(s["std"]) == 0.0
+    assert s["entropy_mean"] == pytest.approx(np.log(4))
+
+
+def test_k1_reproduces_spos_exactly(tmp_path) -> None:
+    from tests.conftest import make_job
+
+    archs = None
+    out = {}
+    for name in ("spos", "kshot-k1"):
+        job = make_job(tmp_path / name, seed=3)
+        archs = archs or _archs(job.space, 30, seed=5)
+        out[name] = create_method(name).fit(job).score(archs)
+        out[name + "-counters"] = job.counters.as_dict()
+    assert create_method("kshot-k1").config.k == 1
+    np.testing.assert_array_equal(out["spos"], out["kshot-k1"])  # same seed, same numbers
+    assert out["spos-counters"] == out["kshot-k1-counters"]
+    assert len(np.unique(out["spos"])) > 1
+
+
+def test_kshot_op_rejects_wrong_code_length(job_factory) -> None:
+    run = _run(job_factory(), k=3)
+    op = kshot_ops(run.model)[0]
+    assert isinstance(op, KShotOp)
+    with pytest.raises(ValueError, match="K=3"):
+        op(torch.randn(1, op.spec.c_in, 4, 4), KShotCtx(torch.ones(2) / 2))
+
+
+def test_bad_config_is_a_config_error(job_factory) -> None:
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="k=0"):
+        _run(job_factory(), k=0)
+
+
+def test_method_state_survives_a_weights_only_checkpoint(job_factory, tmp_path) -> None:
+    job = job_factory()
+    run = _run(job, k=3, paths_per_simplex_step=2, warmup_share=0.0)
+    x, y = job.data.train_x[:32], job.data.train_y[:32]
+    run.step(x, y, 0)
+    torch.save(run.get_state(), tmp_path / "s.pt")
+    expected_next = (job.space.sample(run.path_rng), job.space.sample(run.simplex_rng))
+    codes = run.codes(_archs(job.space, 5))
+    other = _run(job_factory(seed=1), k=3, paths_per_simplex_step=2)
+    other.set_state(torch.load(tmp_path / "s.pt", weights_only=True))
+    np.testing.assert_array_equal(other.codes(_archs(job.space, 5)), codes)
+    assert (job.space.sample(other.path_rng), job.space.sample(other.simplex_rng)) == expected_next
