@@ -52,6 +52,7 @@ def cmd_run(args) -> int:
         gt=_csv_list(args.gt) if args.gt else None, out=args.out, data_dir=args.data_dir, gt_file=args.gt_file,
         device=args.device or _auto_device(), precision=args.precision, executor=args.executor, jobs=args.jobs,
         progress=not args.no_progress, report=not args.no_report, budget_overrides=_overrides(args.set),
+        copy_isomorphic=args.copy_isomorphic, max_retries=args.max_retries,
         **({"ray_address": args.ray_address} if args.ray_address and _has_field("ray_address") else {}),
     )
     run(cfg)
@@ -122,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     r.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     r.add_argument("--executor", default="local")
-    r.add_argument("--ray-address", default=None)
+    r.add_argument("--ray-address", default=None, help="with --executor ray: an existing cluster (auto, ray://HOST:10001)")
+    r.add_argument("--max-retries", type=int, default=2,
+                   help="with --executor ray: resubmit a crashed/preempted job up to N times (resumes from its checkpoint)")
+    r.add_argument("--copy-isomorphic", action="store_true",
+                   help="score one architecture per isomorphism class and copy its score to the others (labelled "
+                        "in the manifest; isomorphic cells have different supernet weights)")
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a budget field (recorded)")
     r.add_argument("--no-progress", action="store_true")

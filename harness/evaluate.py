@@ -78,12 +78,24 @@ def tie_broken_score(correct: int, n: int, mean_ce: float) -> float:
 
 
 class SupernetEvaluator:
-    """Scores architectures of a trained supernet on held-out images (inference only)."""
+    """Scores architectures of a trained supernet on held-out images (inference only).
+
+    Fast paths, none of which changes a score's bits: the score batches (and BN re-estimation
+    batches) are split once and kept in memory; BN/eval modes are set once per ``score`` call, not
+    per architecture; per-architecture results stay on the device and are read back in chunks
+    (no host sync per architecture on a GPU); and, where the model offers a ``prefix_cache``
+    (NB201) and scores depend on the weights and the batch alone (``bn_mode="batch"``, no
+    ``ctx_fn``/``forward_fn``), architectures run in lexicographic order so tensors fixed by a
+    prefix of the choices (stem, first cell) are computed once and reused.
+    """
+
+    READBACK_EVERY = 64  # architectures per device->host read-back
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bn_mode: str = "batch",
                  recal_x: torch.Tensor | None = None, recal_batches: int = 4, batch_size: int = 512,
                  ctx_fn: Callable[[Arch], object] | None = None, progress: bool = True,
-                 forward_fn: Callable | None = None):
+                 forward_fn: Callable | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
+                 autocast: Callable[[], contextlib.AbstractContextManager] | None = None):
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
         self.model, self.x, self.y = model, x, y
@@ -93,44 +105,105 @@ class SupernetEvaluator:
         self.progress = progress
         # forward_fn(model, x, arch, ctx) lets a method score through another head (Pi-NAS linear eval)
         self.forward_fn = forward_fn or (lambda m, xb, arch, ctx: m(xb, arch, ctx))
+        self.batches = list(zip(x.split(batch_size), y.split(batch_size)))
         self.recal = []
         if bn_mode == "recal":
             if recal_x is None:
                 raise ValueError("bn_mode='recal' needs recal_x")
             self.recal = list(recal_x[: recal_batches * batch_size].split(batch_size))
+        self.use_prefix_cache = (prefix_cache and bn_mode == "batch" and ctx_fn is None and forward_fn is None
+                                 and hasattr(model, "prefix_cache"))
+        self.cache_bytes = cache_bytes if cache_bytes is not None else _default_cache_bytes(x.device)
         self.last_accuracy: np.ndarray | None = None
         self.last_loss: np.ndarray | None = None
+        self.last_cache_stats: dict | None = None
+        self.autocast = autocast or contextlib.nullcontext  # job.autocast: bf16 forwards with --precision bf16
+
+    @contextlib.contextmanager
+    def _inference(self):
+        """model.eval(), with batch-statistics BN in ``batch`` mode; restored afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with batch_stat_bn(self.model) if self.bn_mode == "batch" else contextlib.nullcontext():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _run(self, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per score batch: (number correct, summed cross-entropy) as device scalars."""
+        ctx = self.ctx_fn(arch) if self.ctx_fn else None
+        fwd = lambda xb: self.forward_fn(self.model, xb, arch, ctx)  # noqa: E731
+        guard = recalibrated_bn(self.model, fwd, self.recal) if self.bn_mode == "recal" else contextlib.nullcontext()
+        out = []
+        with guard, self.autocast():
+            for xb, yb in self.batches:
+                logits = fwd(xb).float()
+                out.append(((logits.argmax(1) == yb).sum(), F.cross_entropy(logits, yb, reduction="sum")))
+        return out
+
+    def _read_back(self, runs: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> list[tuple[int, float]]:
+        """One host sync for many architectures; sums in the order (and precision) of a per-batch
+        ``int()``/``float()`` read, so results do not depend on the chunking."""
+        if not runs:
+            return []
+        corrects = torch.stack([c for r in runs for c, _ in r]).tolist()
+        ces = torch.stack([ce for r in runs for _, ce in r]).tolist()
+        out, j, n = [], 0, len(self.y)
+        for r in runs:
+            correct, ce_sum = 0, 0.0
+            for _ in r:
+                correct += int(corrects[j])
+                ce_sum += float(ces[j])
+                j += 1
+            out.append((correct, ce_sum / n))
+        return out
 
     @torch.no_grad()
     def evaluate(self, arch: Arch) -> tuple[int, float]:
         """(number correct, mean cross-entropy) of one architecture on the score images."""
-        ctx = self.ctx_fn(arch) if self.ctx_fn else None
-        fwd = lambda xb: self.forward_fn(self.model, xb, arch, ctx)  # noqa: E731
-        was_training = self.model.training
-        self.model.eval()
-        guard = batch_stat_bn(self.model) if self.bn_mode == "batch" else recalibrated_bn(self.model, fwd, self.recal)
-        correct, ce_sum = 0, 0.0
-        try:
-            with guard:
-                for xb, yb in zip(self.x.split(self.batch_size), self.y.split(self.batch_size)):
-                    logits = fwd(xb).float()
-                    correct += int((logits.argmax(1) == yb).sum())
-                    ce_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-        finally:
-            self.model.train(was_training)
-        return correct, ce_sum / len(self.y)
+        with self._inference():
+            return self._read_back([self._run(arch)])[0]
 
+    @torch.no_grad()
     def score(self, archs: Sequence[Arch]) -> np.ndarray:
         n = len(self.y)
         scores = np.empty(len(archs))
         acc = np.empty(len(archs))
         loss = np.empty(len(archs))
-        for i, arch in enumerate(tqdm(archs, desc="score", disable=not self.progress, leave=False)):
-            correct, ce = self.evaluate(arch)
-            acc[i], loss[i] = correct / n, ce
-            scores[i] = tie_broken_score(correct, n, ce)
+        order = list(range(len(archs)))
+        cache_cm = contextlib.nullcontext()
+        if self.use_prefix_cache:
+            order.sort(key=lambda i: tuple(archs[i]))  # neighbours share prefixes
+            cache_cm = self.model.prefix_cache(self.cache_bytes)
+        pending: list[int] = []
+        runs: list = []
+
+        def flush():
+            for i, (correct, ce) in zip(pending, self._read_back(runs)):
+                acc[i], loss[i] = correct / n, ce
+                scores[i] = tie_broken_score(correct, n, ce)
+            pending.clear()
+            runs.clear()
+
+        with self._inference(), cache_cm as cache:
+            for i in tqdm(order, desc="score", disable=not self.progress, leave=False):
+                runs.append(self._run(archs[i]))
+                pending.append(i)
+                if len(pending) >= self.READBACK_EVERY:
+                    flush()
+            flush()
+            self.last_cache_stats = cache.stats() if cache is not None else None
         self.last_accuracy, self.last_loss = acc, loss
         return scores
+
+
+def _default_cache_bytes(device: torch.device) -> int:
+    """Prefix-cache budget: 512 MiB on the CPU; a quarter of the free memory (at most 16 GiB) on a GPU."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(min(free // 4, 16 << 30))
+    return 512 << 20  # smoke shapes: a 256-image tensor is 2 MiB; the sorted order's working set is ~30 of them
 
 
 def check_not_collapsed(model: torch.nn.Module, x: torch.Tensor, archs: Sequence[Arch], *, ctx_fn=None,
@@ -166,7 +239,8 @@ class SupernetScorer(Scorer):
         self.evaluator = SupernetEvaluator(
             model_for_eval or model, job.data.score_x, job.data.score_y, bn_mode=b.bn_mode,
             recal_x=job.data.recal_x(b.recal_batches * b.eval_batch_size), recal_batches=b.recal_batches,
-            batch_size=b.eval_batch_size, ctx_fn=ctx_fn, progress=job.progress, forward_fn=forward_fn)
+            batch_size=b.eval_batch_size, ctx_fn=ctx_fn, progress=job.progress, forward_fn=forward_fn,
+            autocast=getattr(job, "autocast", None))
 
     def score(self, archs: Sequence[Arch]) -> np.ndarray:
         return self.evaluator.score(archs)

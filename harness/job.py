@@ -1,6 +1,7 @@
 """What one (method, seed) job sees: the space, the budget, the data and its own folder."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,17 @@ class JobContext:
 
         cfg = dataclasses.replace(self.net_cfg, **cfg_overrides) if cfg_overrides else self.net_cfg
         self.seed_torch("init")
-        return self.space.build_supernet(cfg, op_factory).to(self.device)
+        model = self.space.build_supernet(cfg, op_factory).to(self.device)
+        if self.device.type == "cuda":  # NHWC convolutions (tensor cores); the CPU path stays NCHW, bit for bit
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def autocast(self):
+        """``--precision bf16``: bfloat16 autocast for forward passes (fp32 weights and optimizer);
+        fp32 is a no-op context. Losses/logits are cast back to fp32 by the callers."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def train_stream(self, batch_size: int | None = None, augment: bool = True) -> BatchStream:
         """Training batches in the run's per-seed data order (identical for every method)."""

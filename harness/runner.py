@@ -59,12 +59,17 @@ class RunConfig:
     precision: str = "fp32"
     executor: str = "local"
     jobs: int = 1
+    ray_address: str | None = None  # --executor ray: an existing cluster ("auto", "ray://host:10001"); None starts one
+    max_retries: int = 2  # --executor ray: resubmissions of a crashed/preempted job (resumes from its checkpoint)
+    copy_isomorphic: bool = False  # score one representative per isomorphism class, copy its score to the class
     progress: bool = True
     report: bool = True
     budget_overrides: tuple[tuple[str, object], ...] = ()
 
     def resolved_budget(self) -> Budget:
         b = get_budget(self.budget)
+        shape = get_suite(self.suite).shape_budget  # probe suites: their shapes for this budget name
+        b = shape(b) if shape is not None else b
         return b.replace(**dict(self.budget_overrides)) if self.budget_overrides else b
 
 
@@ -157,6 +162,8 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
     logger.info("job %s seed %d: budget %s", method_name, seed, budget.name)
     try:
         scorer = method.fit(job)
+        if cfg.copy_isomorphic:
+            scorer = IsomorphicCopyScorer(scorer, space)
         t_fit = time.perf_counter()
         rows = []
         subsets = {"scored": archs, **scorer.subsets()}
@@ -171,6 +178,8 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
         picked = scorer.picked()
         result.update(status="done", fit_s=t_fit - t0, score_s=time.perf_counter() - t_fit,
                       picked=space.format(picked) if picked is not None else None, extra=scorer.extra())
+        if cfg.copy_isomorphic:
+            result["isomorphic_copy"] = scorer.record
     except JobFailed as exc:
         logger.error("job %s: %s (%s)", job_name(method_name, seed), exc.status, exc.reason)
         result.update(status=exc.status, reason=exc.reason, step=exc.step)
@@ -186,6 +195,32 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
         logger.removeHandler(h)
         h.close()
     return result
+
+
+class IsomorphicCopyScorer:
+    """``--copy-isomorphic``: score the first architecture of each isomorphism class, give its score
+    to the rest. Opt-in and recorded per job, because isomorphic cells use different weights inside
+    a supernet (their supernet scores differ in general)."""
+
+    def __init__(self, inner, space):
+        self.inner, self.space = inner, space
+        self.record = {"representatives": 0, "copied": 0}
+
+    def score(self, archs: list[Arch]) -> np.ndarray:
+        keys = [self.space.isomorphism_key(a) for a in archs]
+        if any(k is None for k in keys):
+            raise ConfigError(f"--copy-isomorphic: space {self.space.name} defines no isomorphism key; drop the flag")
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        reps = sorted(first.values())
+        rep_scores = dict(zip(reps, np.asarray(self.inner.score([archs[i] for i in reps]), dtype=float)))
+        self.record["representatives"] += len(reps)
+        self.record["copied"] += len(archs) - len(reps)
+        return np.array([rep_scores[first[k]] for k in keys], dtype=float)
+
+    def __getattr__(self, name):  # subsets(), picked(), extra(), evaluator, ...
+        return getattr(self.inner, name)
 
 
 # --- aggregation ------------------------------------------------------------------------
@@ -282,8 +317,15 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("--seeds is empty; give e.g. --seeds 0,1,2")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"--seeds {','.join(map(str, cfg.seeds))} repeats a seed")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+    # with Ray the GPUs are the workers' (a cluster's head node may have none)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available() and cfg.executor != "ray":
         raise ConfigError(f"--device {cfg.device}: no CUDA device is available here; use --device cpu")
+    if cfg.max_retries < 0:
+        raise ConfigError(f"--max-retries {cfg.max_retries}: give 0 or more")
+    if cfg.copy_isomorphic:
+        space = get_suite(cfg.suite).make_space()
+        if space.isomorphism_key(next(iter(space.enumerate()))) is None:
+            raise ConfigError(f"--copy-isomorphic: space {space.name} defines no isomorphism key; drop the flag")
 
 
 def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
@@ -293,11 +335,17 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
     budget = cfg.resolved_budget()
     data_dir = cfg.data_dir or (str(default_data_dir()) if default_data_dir() else None)
     cfg = dataclasses.replace(cfg, data_dir=data_dir, cache_dir=cfg.cache_dir or str(default_cache_dir()))
-    gt = suite.load_gt(space, Path(data_dir) if data_dir else None, Path(cfg.gt_file) if cfg.gt_file else None)
     gt_columns = tuple(cfg.gt or suite.default_gt)
+    from harness.standalone import load_run_ground_truth  # suite GT (+ standalone-at-budget, issue 9)
+
+    gt = load_run_ground_truth(suite, space, budget, Path(data_dir) if data_dir else None,
+                               Path(cfg.gt_file) if cfg.gt_file else None, Path(cfg.cache_dir), gt_columns,
+                               cfg.device, say=lambda m: print(m, file=out_stream, flush=True))
     for c in gt_columns:
         gt.check_column(c)
     archs = resolve_archs(space, cfg.archs or budget.archs, cfg.arch_seed)
+    if hasattr(gt, "prepare"):  # standalone GT: train (or load from cache) the scored archs up front
+        gt.prepare(archs)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if hooks_factory is None and cfg.report:
@@ -318,7 +366,7 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
                                   f"use another --out or the same flags to resume")
         t_data = time.perf_counter()
         _, data_info = prepare_data(cfg.data_dir, cfg.cache_dir, budget.resolution, budget.score_size,
-                                    cfg.device, cfg.progress)
+                                    "cpu" if cfg.executor == "ray" else cfg.device, cfg.progress)  # ray: workers load their own
         t_data = time.perf_counter() - t_data
         manifest = {
             "harness_version": harness.__version__, "git_commit": git_commit(), "config": json_config(cfg),
@@ -329,6 +377,8 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
                          "torch": torch.__version__, "cpus": os.cpu_count(), "device": cfg.device},
             "started": started, "status": "running", "jobs": {},
         }
+        if hasattr(gt, "quality"):  # GT noise ceiling / standalone-vs-benchmark fidelity (issue 9)
+            manifest["gt_quality"] = gt.quality(archs)
         write_json(run_dir / "manifest.json", manifest)
         from harness.executors import run_jobs
 
@@ -341,6 +391,12 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
         summary = aggregate(run_dir, cfg, archs, gt, gt_columns, results, manifest)
         print(f"\nrun folder: {run_dir}", file=out_stream)
         print(summary_table(summary, results, gt_columns[0]), file=out_stream)
+        for column in gt_columns[1:]:
+            print("\n" + summary_table(summary, results, column), file=out_stream)
+        if manifest.get("gt_quality"):
+            from harness.standalone import format_quality
+
+            print(format_quality(manifest["gt_quality"]), file=out_stream)
         if cfg.report:
             try:
                 from harness.report import write_report  # issue 3

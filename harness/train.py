@@ -145,7 +145,8 @@ class SupernetTrainer:
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = step_fn(x, y, self.step)
+                with job.autocast():  # bf16 forward (and its backward) with --precision bf16; no-op for fp32
+                    loss = step_fn(x, y, self.step)
                 if self.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
                 self.optimizer.step()
@@ -153,7 +154,7 @@ class SupernetTrainer:
                     after_step(self.step)
                 job.counters.steps += 1
                 job.counters.images_seen += images_per_step or len(x)
-                loss_sum += loss.detach()
+                loss_sum += loss.detach().float()
                 window += 1
                 self.step += 1
                 job.hooks.on_step(self.model, self.step, self.total_steps)

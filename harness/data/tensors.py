@@ -58,10 +58,11 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
     flips = torch.randint(0, 2, (n,), generator=generator).bool()
     dev = x.device
-    rows = (offsets[0].view(n, 1) + torch.arange(h).view(1, h)).to(dev)  # n x h, in padded coords
+    # non_blocking: a plain .to(cuda) synchronises the stream (a host sync per training step); on the CPU it is a no-op
+    rows = (offsets[0].view(n, 1) + torch.arange(h).view(1, h)).to(dev, non_blocking=True)  # n x h, in padded coords
     cols = torch.arange(w).view(1, w).expand(n, w)
     cols = torch.where(flips.view(n, 1), (w - 1) - cols, cols)  # flip = read columns backwards
-    cols = (offsets[1].view(n, 1) + cols).to(dev)  # n x w
+    cols = (offsets[1].view(n, 1) + cols).to(dev, non_blocking=True)  # n x w
     xp = F.pad(x, (pad, pad, pad, pad)) if pad else x
     # gather rows, then columns: xp[i, :, rows[i], :][..., cols[i]] for every i at once
     xr = torch.gather(xp, 2, rows.view(n, 1, h, 1).expand(n, c, h, xp.shape[3]))

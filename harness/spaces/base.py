@@ -128,6 +128,11 @@ class SearchSpace(ABC):
     def enumerate(self) -> Iterator[Arch]:
         return itertools.product(*[range(len(d.choices)) for d in self.decisions])
 
+    def allowed_choices(self, decision: int) -> tuple[int, ...]:
+        """Choices allowed at one decision whatever the others are (constrained spaces override,
+        e.g. no identity in a stage's first layer); methods that enumerate choices use this."""
+        return tuple(range(len(self.decisions[decision].choices)))
+
     def is_allowed(self, arch: Arch) -> bool:
         """Spaces with constraints (e.g. no identity in a stage's first layer) override this."""
         return True

@@ -7,8 +7,11 @@ same parameter names, so supernet weights load into a standalone network with ``
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 from importlib import resources
 
 import torch
@@ -41,10 +44,98 @@ class ReLUConvBN(nn.Module):
         return self.op(x)
 
 
+@functools.lru_cache(maxsize=64)
+def _pool3_divisor(h: int, w: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """How many in-image pixels each 3x3 window covers (count_include_pad=False)."""
+    cnt = torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=dtype, device=device), (1, 1, 1, 1))
+    return sum(cnt[..., i:i + h, j:j + w] for i in range(3) for j in range(3))
+
+
+def _pool3_sum(xp: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Sum of the nine shifted h x w views of a 1-padded tensor, row by row (the kernel's order)."""
+    s = xp[..., 0:h, 0:w] + xp[..., 0:h, 1:w + 1]
+    for i, j in ((0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)):
+        s.add_(xp[..., i:i + h, j:j + w])
+    return s
+
+
+class _AvgPool3x3Fn(torch.autograd.Function):
+    """3x3/stride 1/pad 1 average pool without padded pixels, bit-identical to ATen's CPU kernels.
+
+    Forward: out[o] = (sum of the window's pixels, row-major, from 0) / count[o]. Backward (ATen
+    ``avg_pool2d_backward``): each output adds grad[o] / count[o] to its window's pixels, outputs
+    visited row-major; pixel i therefore sums the nine shifted views of grad / count in the same
+    row-major order. Padded positions contribute +0.0, which changes no bits.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        h, w = x.shape[-2:]
+        div = _pool3_divisor(h, w, x.dtype, str(x.device))
+        ctx.save_for_backward(div)
+        return _pool3_sum(torch.nn.functional.pad(x, (1, 1, 1, 1)), h, w).div_(div)
+
+    @staticmethod
+    def backward(ctx, g):
+        (div,) = ctx.saved_tensors
+        h, w = g.shape[-2:]
+        return _pool3_sum(torch.nn.functional.pad(g / div, (1, 1, 1, 1)), h, w)
+
+
+class _AvgPool2x2Fn(torch.autograd.Function):
+    """2x2/stride 2 average pool, bit-identical to ATen's CPU kernels (see ``_AvgPool3x3Fn``)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = x[..., ::2, ::2] + x[..., ::2, 1::2]
+        return s.add_(x[..., 1::2, ::2]).add_(x[..., 1::2, 1::2]).div_(4)
+
+    @staticmethod
+    def backward(ctx, g):
+        q = g / 4
+        n, c, h, w = q.shape
+        return q.view(n, c, h, 1, w, 1).expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+def _exact_cpu_path(x: torch.Tensor) -> bool:
+    # fp32/fp64 only: ATen accumulates half/bf16 pools in fp32, which this path would not reproduce
+    return x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+
+
+class FastAvgPool3x3(nn.AvgPool2d):
+    """``AvgPool2d(3, 1, 1, count_include_pad=False)``, faster on the CPU with the same bits.
+
+    PyTorch's NCHW CPU kernels for this pool (forward and backward) cost about 2.5x a 3x3
+    convolution at NB201 smoke shapes; adding shifted views in the kernel's own order is 3-4x
+    faster and exact (tests/bench/test_bench_speed.py checks the bits). Other devices use the
+    native op.
+    """
+
+    def __init__(self):
+        super().__init__(3, stride=1, padding=1, count_include_pad=False)
+
+    def forward(self, x):
+        if not _exact_cpu_path(x):
+            return super().forward(x)
+        return _AvgPool3x3Fn.apply(x)
+
+
+class FastAvgPool2x2(nn.AvgPool2d):
+    """``AvgPool2d(2, 2)`` with the same exact CPU path as :class:`FastAvgPool3x3`."""
+
+    def __init__(self):
+        super().__init__(2, 2)
+
+    def forward(self, x):
+        if not _exact_cpu_path(x) or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return super().forward(x)
+        return _AvgPool2x2Fn.apply(x)
+
+
 class AvgPool(nn.Module):
     def __init__(self):
         super().__init__()
-        self.op = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.op = FastAvgPool3x3()
 
     def forward(self, x, ctx=None):
         return self.op(x)
@@ -63,7 +154,7 @@ class ResBlock(nn.Module):
         self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1, affine, track)
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, affine, track)
         self.downsample = nn.Sequential(
-            nn.AvgPool2d(2, 2), nn.Conv2d(c_in, c_out, 1, bias=False)
+            FastAvgPool2x2(), nn.Conv2d(c_in, c_out, 1, bias=False)
         )
 
     def forward(self, x):
@@ -98,20 +189,84 @@ class Nb201Cell(nn.Module):
                 ops[NB201_OPS[ch]] = factory(spec)
             self.edges.append(ops)
 
-    def forward(self, x, arch: Arch, ctx=None):
+    def forward(self, x, arch: Arch, ctx=None, cache: "PrefixCache | None" = None, key: tuple = ()):
+        """``cache``/``key`` (first cell, inference only): reuse node values and edge outputs that
+        other architectures with the same ops on the edges they depend on already computed."""
         nodes = [x, None, None, None]
         live = live_edges(arch)
         for node in (1, 2, 3):
-            total = None
-            for e in live:
-                dst, src = EDGES[e]
-                if dst != node:
-                    continue
-                inp = nodes[src] if nodes[src] is not None else torch.zeros_like(x)
-                out = self.edges[e][NB201_OPS[arch[e]]](inp, ctx)
-                total = out if total is None else total + out
-            nodes[node] = total
+            if not any(EDGES[e][0] == node for e in live):
+                continue  # no live input: stays None (zero node)
+            if cache is None or node == 3:
+                nodes[node] = self._node(node, nodes, x, arch, live, ctx, cache, key)
+            else:  # a live node's value depends only on the ops of the edges into it and its ancestors
+                nodes[node] = cache.get_or_compute((key, "node", node, _node_prefix(arch, node)),
+                                                   lambda n=node: self._node(n, nodes, x, arch, live, ctx, cache, key))
         return nodes[3] if nodes[3] is not None else torch.zeros_like(x)
+
+    def _node(self, node, nodes, x, arch, live, ctx, cache, key):
+        total = None
+        for e in live:
+            dst, src = EDGES[e]
+            if dst != node:
+                continue
+
+            def run(e=e, src=src):
+                inp = nodes[src] if nodes[src] is not None else torch.zeros_like(x)
+                return self.edges[e][NB201_OPS[arch[e]]](inp, ctx)
+
+            out = run() if cache is None else cache.get_or_compute((key, "edge", e, arch[e], _node_prefix(arch, src)), run)
+            total = out if total is None else total + out
+        return total
+
+
+def _node_prefix(arch: Arch, node: int) -> tuple[int, ...]:
+    """The choices a node's value depends on: the edges into it and into its ancestors."""
+    return tuple(arch[e] for e, (dst, _src) in enumerate(EDGES) if dst <= node)
+
+
+class PrefixCache:
+    """Inference-time LRU of tensors fixed by the input batch and an architecture prefix.
+
+    Valid only while the weights are frozen and BN normalises by batch statistics (an op's output
+    is then a function of its input alone); ``SupernetEvaluator`` turns it on under exactly those
+    conditions. Entries modified in place after caching (tensor version bumped) are recomputed.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.items: OrderedDict = OrderedDict()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+        self.inputs: dict = {}  # keeps keyed input batches alive, so their addresses stay unique
+
+    def get_or_compute(self, key, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        item = self.items.get(key)
+        if item is not None and item[0]._version == item[1]:
+            self.items.move_to_end(key)
+            self.hits += 1
+            return item[0]
+        self.misses += 1
+        t = fn()
+        if item is not None:
+            self.nbytes -= item[2]
+            del self.items[key]
+        size = t.element_size() * t.nelement()
+        if size <= self.max_bytes:
+            self.items[key] = (t, t._version, size)
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, (_, _, old) = self.items.popitem(last=False)
+                self.nbytes -= old
+        return t
+
+    def batch_key(self, x: torch.Tensor) -> tuple:
+        key = (x.data_ptr(), tuple(x.shape), tuple(x.stride()), str(x.dtype), str(x.device))
+        self.inputs[key] = x
+        return key
+
+    def stats(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "bytes": self.nbytes, "entries": len(self.items)}
 
 
 class Nb201Network(Supernet):
@@ -131,13 +286,34 @@ class Nb201Network(Supernet):
         self.lastact = nn.Sequential(_bn(4 * c, cfg.bn_affine, cfg.bn_track), nn.ReLU(inplace=False))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(4 * c, cfg.num_classes)
+        self._prefix_cache: PrefixCache | None = None
+
+    @contextlib.contextmanager
+    def prefix_cache(self, max_bytes: int = 512 << 20):
+        """Within this block, no-grad forwards with ``ctx=None`` reuse the stem output and the
+        first cell's node values / edge outputs across architectures (the only parts of the network
+        whose input does not depend on the architecture). Same bits, about half the compute at
+        smoke shapes. The caller guarantees frozen weights and batch-statistics BN."""
+        self._prefix_cache = cache = PrefixCache(max_bytes)
+        try:
+            yield cache
+        finally:
+            self._prefix_cache = None
 
     def features(self, x, arch: Arch, ctx=None):
         if self.fixed_arch is not None and tuple(arch) != self.fixed_arch:
             raise ValueError(f"standalone network for {self.fixed_arch} called with {arch}")
-        x = self.stem(x)
-        for m in self.layers:
-            x = m(x, arch, ctx) if isinstance(m, Nb201Cell) else m(x)
+        cache = self._prefix_cache if ctx is None and not torch.is_grad_enabled() else None
+        if cache is None:
+            x = self.stem(x)
+        else:
+            key = cache.batch_key(x)
+            x = cache.get_or_compute((key, "stem"), lambda: self.stem(x))
+        for i, m in enumerate(self.layers):
+            if isinstance(m, Nb201Cell):
+                x = m(x, arch, ctx, cache, key) if cache is not None and i == 0 else m(x, arch, ctx)
+            else:
+                x = m(x)
         return self.pool(self.lastact(x)).flatten(1)
 
 
