@@ -49,7 +49,11 @@ def fair_paths(choice_counts: Sequence[int], rng: np.random.Generator) -> list[A
 
 
 def space_fair_paths(space: SearchSpace, rng: np.random.Generator) -> list[Arch]:
-    return fair_paths([len(d.choices) for d in space.decisions], rng)
+    """Fair paths over each decision's allowed choices (a constrained space such as
+    mobilenet-probe13 forbids identity in a stage's first layer)."""
+    allowed = [space.allowed_choices(d) for d in range(len(space.decisions))]
+    rows = fair_paths([len(a) for a in allowed], rng)
+    return [tuple(allowed[d][c] for d, c in enumerate(row)) for row in rows]
 
 
 def accumulate_paths(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, paths: Sequence[Arch],

@@ -93,7 +93,7 @@ class SenasConfig(MethodConfig):
 
 # --- the shrunk space ---------------------------------------------------------------------------
 def full_space(space) -> Alive:
-    return tuple(tuple(range(len(d.choices))) for d in space.decisions)
+    return tuple(tuple(space.allowed_choices(d)) for d in range(len(space.decisions)))
 
 
 def alive_size(alive: Alive) -> int:

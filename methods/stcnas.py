@@ -108,14 +108,25 @@ def scaled_alpha_lr(budget: Budget, base: float = PAPER_ALPHA_LR) -> float:
     return base * max(1.0, ratio)
 
 
-def sample_ops(alphas: Sequence[torch.Tensor], r: float, rng: np.random.Generator) -> tuple[Arch, int]:
+def _masked(values: np.ndarray, allowed: Sequence[int] | None) -> np.ndarray:
+    """Choices a constrained space forbids at this decision can never be the argmax."""
+    if allowed is None or len(allowed) == len(values):
+        return values
+    out = np.full_like(values, -np.inf)
+    out[list(allowed)] = values[list(allowed)]
+    return out
+
+
+def sample_ops(alphas: Sequence[torch.Tensor], r: float, rng: np.random.Generator,
+               allowed: Sequence[Sequence[int]] | None = None) -> tuple[Arch, int]:
     """One operator per decision, ``argmax(alpha + eps)``, ``eps ~ U(0, r)`` per operator (Eq. 5).
 
     Returns the architecture and how many decisions the noise moved off ``argmax(alpha)``.
+    ``allowed[d]`` restricts decision d to the choices a constrained space allows.
     """
     arch, flips = [], 0
-    for a in alphas:
-        values = a.detach().cpu().numpy().astype(np.float64)
+    for d, a in enumerate(alphas):
+        values = _masked(a.detach().cpu().numpy().astype(np.float64), allowed[d] if allowed else None)
         eps = rng.uniform(0.0, r, size=values.shape) if r > 0 else np.zeros_like(values)
         choice = int(np.argmax(values + eps))
         flips += int(choice != int(np.argmax(values)))
@@ -211,6 +222,7 @@ class StcSearch:
                                        nesterov=False)
         self.total = self.trainer.total_steps
         self.noise_rng = job.rng("stc-noise")
+        self.allowed = [self.space.allowed_choices(d) for d in range(len(self.space.decisions))]
         self.search_stream = job.search_stream()
         self.search_epoch, self.search_pos = 0, 0
         self._search_iter = None
@@ -231,7 +243,8 @@ class StcSearch:
         return self.weights(detach=True)
 
     def sample(self, step: int) -> Arch:
-        arch, flips = sample_ops(self.alphas, noise_range(step, self.total, self.cfg.noise_start), self.noise_rng)
+        arch, flips = sample_ops(self.alphas, noise_range(step, self.total, self.cfg.noise_start), self.noise_rng,
+                                 self.allowed)
         q = min(3, int(4 * step / max(self.total, 1)))
         self.flips[q] += flips
         self.decided[q] += len(arch)
@@ -341,7 +354,8 @@ class StcSearch:
     # --- results ----------------------------------------------------------------------------
     def derived(self) -> Arch:
         """The target architecture: argmax alpha per decision (no noise)."""
-        return tuple(int(torch.argmax(a.detach())) for a in self.alphas)
+        return tuple(int(np.argmax(_masked(a.detach().cpu().numpy().astype(np.float64), allowed)))
+                     for a, allowed in zip(self.alphas, self.allowed))
 
     def alpha_score(self, arch: Arch) -> float:
         return float(sum(F.relu(a.detach()[c]) for a, c in zip(self.alphas, arch)))
