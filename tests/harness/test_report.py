@@ -1,0 +1,195 @@
+"""report.html / report.pdf / compare on a tiny real run folder.
+
+The run goes through the real runner (SPOS with diagnostics hooks, reference rows, a collapsing
+method) on synthetic images at C=4, 8px, so it takes seconds; the ground truth is the real NB201
+table. The HTML is rendered in headless Chromium (console errors must be absent, sections
+present) and the PDF pages with pdftoppm (pages exist and are not blank).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import report as R
+from harness.diagnostics import default_hooks_factory
+from harness.errors import ConfigError
+from harness.runner import RunConfig, run
+from methods.base import METHODS, Collapsed, Method, MethodConfig, _Entry
+from tests.conftest import tiny_data
+
+# one tiny end-to-end run shared by the module (~10 s on an idle 2-core machine, most of it drawing)
+pytestmark = pytest.mark.slow
+
+TINY = (("channels", 4), ("cells", 1), ("resolution", 8), ("epochs", 1), ("batch_size", 32), ("score_size", 128),
+        ("eval_batch_size", 128), ("threads", 1), ("checkpoint_every", 0))
+
+
+class _AlwaysCollapses(Method):
+    """Stands in for a supernet method whose outputs collapsed (the report must show it)."""
+
+    Config = MethodConfig
+
+    def fit(self, job):
+        raise Collapsed("outputs are constant across the batch (test)")
+
+
+def make_tiny_run(out: Path, shared: Path, methods=("spos", "params", "random", "test-collapse"),
+                  seeds=(0, 1)) -> Path:
+    def fake_data(data_dir, cache_dir, resolution, score_size, device, progress=True):
+        return tiny_data(resolution=resolution), {"source": "synthetic (test)", "splits": {}, "resolution": resolution}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("harness.runner.prepare_data", fake_data)
+        mp.setitem(METHODS, "test-collapse", _Entry(_AlwaysCollapses, ()))
+        run_dir = run(RunConfig(suite="nb201", methods=tuple(methods), seeds=tuple(seeds), archs="sample:40",
+                                out=str(out), data_dir=str(shared), progress=False, report=False,
+                                budget_overrides=TINY), out_stream=open("/dev/null", "w"),
+                     hooks_factory=default_hooks_factory)
+    # artefacts methods may leave in their job folders (rendered without importing methods)
+    job = run_dir / "jobs" / "spos-s0"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"arch_index": range(20), "code0": rng.random(20), "code1": rng.random(20)}).to_csv(
+        job / "kshot_codes.csv", index=False)
+    json.dump([{"round": i, "kept": 5 - i, "note": "<script>alert(1)</script>"} for i in range(3)],
+              open(job / "senas_history.json", "w"))
+    pd.DataFrame({"step": range(10), **{f"alpha_{j}": np.linspace(0, 1, 10) * j for j in range(3)}}).to_csv(
+        job / "stc_alpha_history.csv", index=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shared_dir) -> Path:
+    run_dir = make_tiny_run(tmp_path_factory.mktemp("run") / "tiny", shared_dir)
+    R.write_report(run_dir)
+    return run_dir
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        pytest.skip("chromium not installed (.ci/run installs it: apt-get install chromium)")
+    return exe
+
+
+def _chromium_run(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+           f"--user-data-dir={tmp / 'chrome-profile'}", "--enable-logging=stderr", "--v=0", *extra,
+           page.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+def test_console_error_detection_sees_errors(tmp_path):
+    """The check below can fail: a page with a script error is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text('<html><body><script>console.error("boom"); undefinedFn();</script></body></html>')
+    res = _chromium_run(page, tmp_path, "--dump-dom")
+    assert any("undefinedFn" in line for line in _console_errors(res.stderr))
+
+
+def test_report_files_and_figures(tiny_run):
+    assert (tiny_run / "report.html").is_file() and (tiny_run / "report.pdf").is_file()
+    figs = {p.name for p in (tiny_run / "figures").iterdir()}
+    for name in ("tau_per_method", "tau_boxplot", "ranking_stability", "score_vs_gt", "topk_curves",
+                 "drift_spos", "cosine_spos", "artefact_spos_kshot_codes_csv", "artefact_spos_stc_alpha_history_csv"):
+        assert f"{name}.png" in figs and f"{name}.svg" in figs, name
+    run = R.load_run(tiny_run)
+    assert set(run.reference) == {"params", "random"}  # no diagnostics, no supernet
+    assert "spos" in run.diagnostics and set(run.diagnostics["spos"]) == {0, 1}
+    assert not [n for n in run.notes if "could not" in n], run.notes
+
+
+def test_html_self_contained_and_escaped(tiny_run):
+    text = (tiny_run / "report.html").read_text()
+    assert "<script" not in text.lower().replace("&lt;script", "")  # the JSON artefact's script is escaped
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert not re.search(r'(src|href)="(?!data:|#)', text)  # nothing fetched from outside the file
+    assert text.count("data:image/png;base64,") >= 8
+    assert "collapsed" in text and 'class="collapsed"' in text  # the collapsed jobs are shown as such
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert manifest["git_commit"] in text and manifest["harness_version"] in text
+
+
+def test_html_renders_in_chromium_without_console_errors(tiny_run, tmp_path):
+    page = tiny_run / "report.html"
+    dom = _chromium_run(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for sid, title in R.SECTIONS:
+        assert f'id="{sid}"' in dom.stdout and title in dom.stdout, sid
+    console = _console_errors(dom.stderr)
+    assert not console, console
+    shot = tmp_path / "shot.png"
+    res = _chromium_run(page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars")
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)
+    assert img.std() > 0.02  # a rendered page, not a blank one
+
+
+def test_pdf_pages_render_and_are_not_blank(tiny_run, tmp_path):
+    exe = shutil.which("pdftoppm")
+    if exe is None:
+        pytest.skip("pdftoppm (poppler-utils) not installed")
+    subprocess.run([exe, "-r", "30", "-png", str(tiny_run / "report.pdf"), str(tmp_path / "page")], check=True,
+                   timeout=120)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) >= 8
+    import matplotlib.image as mpimg
+
+    for p in pages:
+        img = mpimg.imread(p)
+        assert img.std() > 0.005, f"{p.name} is blank"
+
+
+def test_report_without_ground_truth_skips_gt_plots(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("figures", "report.*"))
+    m = json.loads((copy / "manifest.json").read_text())
+    m["config"]["data_dir"] = str(tmp_path / "nowhere")
+    (copy / "manifest.json").write_text(json.dumps(m))
+    R.write_report(copy)
+    figs = {p.stem for p in (copy / "figures").glob("*.png")}
+    assert "tau_per_method" in figs and "score_vs_gt" not in figs and "ranking_stability" not in figs
+    assert "ground truth unavailable" in (copy / "report.html").read_text()
+
+
+def test_compare_flags_changes_beyond_seed_spread(tiny_run, tmp_path, capsys):
+    other = tmp_path / "b"
+    shutil.copytree(tiny_run, other, ignore=shutil.ignore_patterns("figures", "report.*"))
+    s = pd.read_csv(other / "summary.csv")
+    hit = (s["method"] == "spos") & (s["metric"] == "kendall_tau") & (s["subset"] == "scored")
+    s.loc[hit, "mean"] -= 10 * s.loc[hit, "std"].max() + 0.2
+    s.to_csv(other / "summary.csv", index=False)
+    assert R.compare_runs(tiny_run, other, tmp_path / "cmp") == 0
+    df = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    flagged = df[df["flag"].isin(["better", "WORSE"])]
+    assert list(zip(flagged["method"], flagged["metric"], flagged["flag"])) == [("spos", "kendall_tau", "WORSE")]
+    assert "WORSE" in (tmp_path / "cmp" / "compare.html").read_text()
+    assert "1 of" in capsys.readouterr().out
+
+
+def test_compare_refuses_other_suite(tiny_run, tmp_path):
+    other = tmp_path / "b"
+    shutil.copytree(tiny_run, other, ignore=shutil.ignore_patterns("figures", "report.*"))
+    m = json.loads((other / "manifest.json").read_text())
+    m["suite"] = "resnet-probe"
+    (other / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match="different suites"):
+        R.compare_runs(tiny_run, other, tmp_path / "cmp")
+
+
+def test_load_run_rejects_non_run_folder(tmp_path):
+    with pytest.raises(ConfigError, match="not a run folder"):
+        R.load_run(tmp_path)
