@@ -33,6 +33,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
 
 bench: setup
+	$(BIN)/python -m pip install -q --no-deps xautodl
 	$(BIN)/python -m pytest tests/bench -m bench --benchmark-enable --benchmark-only -q -p no:randomly
 
 clean:

@@ -45,8 +45,19 @@ class CostProxy(Method):
 
     trains_supernet = False
 
+    # (space, arch, shape, quantity) -> value: a pure function of its key, so seeds after the first
+    # (and params/flops rows of one process) reuse it instead of rebuilding every network
+    _cache: dict = {}
+
     def fit(self, job):
-        cfg = job.net_cfg
-        if self.config.quantity == "params":
-            return _FnScorer(lambda a: float(count_params(job.space.build_standalone(a, cfg))))
-        return _FnScorer(lambda a: float(count_flops(job.space.build_standalone(a, cfg), a, cfg.resolution)))
+        cfg, space, quantity = job.net_cfg, job.space, self.config.quantity
+
+        def cost(a):
+            key = (space.name, tuple(a), cfg, quantity)
+            if key not in self._cache:
+                net = space.build_standalone(a, cfg)
+                self._cache[key] = float(count_params(net) if quantity == "params"
+                                         else count_flops(net, a, cfg.resolution))
+            return self._cache[key]
+
+        return _FnScorer(cost)
