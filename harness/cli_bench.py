@@ -1,0 +1,354 @@
+"""``harness bench``: how fast this machine trains and scores supernets, and how long a study takes.
+
+Measures, at the chosen budget's shapes and thread count, on synthetic images (throughput does not
+depend on pixel values):
+
+- training images/s of a SPOS supernet through the shared ``SupernetTrainer`` (augmentation, cosine
+  LR, clipping, SGD: the real loop), and
+- architectures/s scored by the shared ``SupernetEvaluator`` (batch-statistics BN, prefix cache) on
+  a random sample of the study's architecture set,
+
+then prints one JSON line with the figures and the estimated wall time of the chosen study
+(methods x seeds x budget), and one line for humans. ``--compare xautodl`` measures xautodl's NB201
+random-path supernet (``TinyNetworkRANDOM``, the NATS-Bench RSPS baseline) side by side at the same
+shapes, threads and batches. The functions are shared with ``tests/bench/test_bench_speed.py``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.errors import ConfigError
+
+TRAIN_SPLIT_IMAGES = 25_000  # the protocol's train half of CIFAR-10 (harness/data/splits.py)
+
+
+# --- synthetic jobs ------------------------------------------------------------------------
+@dataclass
+class BenchSetup:
+    job: object  # JobContext
+    tmp: tempfile.TemporaryDirectory
+
+    def close(self) -> None:
+        self.tmp.cleanup()
+
+
+def make_bench_job(suite: str = "nb201", budget: str = "smoke", *, n_train: int | None = None,
+                   score_size: int | None = None, device: str = "cpu", precision: str = "fp32",
+                   seed: int = 0, budget_overrides: tuple = ()) -> BenchSetup:
+    """A JobContext at the budget's shapes on synthetic images (no dataset needed)."""
+    from harness.job import JobContext, TaskData
+    from harness.runner import RunConfig
+    from harness.suites import get_suite
+
+    cfg = RunConfig(suite=suite, budget=budget, device=device, precision=precision,
+                    budget_overrides=tuple(budget_overrides))
+    b = cfg.resolved_budget().replace(checkpoint_every=0)
+    if score_size is not None:
+        b = b.replace(score_size=int(score_size))
+    n_train = n_train or 8 * b.batch_size
+    g = torch.Generator().manual_seed(seed)
+    dev = torch.device(device)
+
+    def images(n):
+        return (torch.randn(n, 3, b.resolution, b.resolution, generator=g).to(dev),
+                torch.randint(0, 10, (n,), generator=g).to(dev))
+
+    tx, ty = images(n_train)
+    sx, sy = images(b.batch_size)
+    qx, qy = images(b.score_size)
+    tmp = tempfile.TemporaryDirectory(prefix="harness-bench-")
+    space = get_suite(suite).make_space()
+    job = JobContext(space=space, budget=b, net_cfg=b.net_config(num_classes=10), data=TaskData(tx, ty, sx, sy, qx, qy),
+                     seed=seed, job_dir=Path(tmp.name), device=dev, progress=False, precision=precision)
+    return BenchSetup(job, tmp)
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- ours ----------------------------------------------------------------------------------
+def bench_train(job, steps: int = 30, warmup: int = 3) -> dict:
+    """SPOS training (methods/spos.py's step) through ``SupernetTrainer``: images/s."""
+    from harness.train import SupernetTrainer
+
+    torch.set_num_threads(job.budget.threads)
+    model = job.build_supernet()
+    rng = job.rng("path")
+
+    def step(x, y, _step):
+        loss = F.cross_entropy(model(x, job.space.sample(rng)), y)
+        loss.backward()
+        job.counters.add_path(len(x))
+        return loss
+
+    n_epoch = job.train_stream().len_epoch
+    SupernetTrainer(job, model, epochs=warmup / n_epoch, name="warmup").run(step)
+    _sync(job.device)
+    trainer = SupernetTrainer(job, model, epochs=steps / n_epoch, name="bench")
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.run(step)
+    _sync(job.device)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    images = trainer.total_steps * job.budget.batch_size
+    return {"images_per_s": images / dt, "steps": trainer.total_steps, "batch_size": job.budget.batch_size,
+            "seconds": dt, "cpu_seconds": cpu}
+
+
+def trained_supernet(job, steps: int = 10):
+    """A supernet with a few SPOS steps behind it (scores of an untrained net are all ties)."""
+    from harness.train import SupernetTrainer
+
+    model = job.build_supernet()
+    rng = job.rng("path")
+
+    def step(x, y, _step):
+        loss = F.cross_entropy(model(x, job.space.sample(rng)), y)
+        loss.backward()
+        return loss
+
+    SupernetTrainer(job, model, epochs=steps / job.train_stream().len_epoch, name="pretrain").run(step)
+    return model
+
+
+def bench_score(job, model, archs, warmup: int = 8) -> dict:
+    """``SupernetEvaluator`` (the shared scorer) over ``archs``: architectures/s."""
+    from harness.evaluate import SupernetScorer
+
+    torch.set_num_threads(job.budget.threads)
+    scorer = SupernetScorer(job, model)
+    scorer.score(list(archs[:warmup]))
+    _sync(job.device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    scores = scorer.score(list(archs))
+    _sync(job.device)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"archs_per_s": len(archs) / dt, "archs": len(archs), "images": len(job.data.score_y), "seconds": dt,
+            "cpu_seconds": cpu, "prefix_cache": scorer.evaluator.last_cache_stats, "scores": scores}
+
+
+# --- xautodl (NATS-Bench RSPS baseline) ----------------------------------------------------
+def xautodl_available() -> bool:
+    try:
+        import xautodl.models.cell_searchs.search_model_random  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def xautodl_net(job):
+    """``TinyNetworkRANDOM`` at the job's shapes (C, N, classes; BN without affine, batch stats)."""
+    from xautodl.models.cell_searchs.search_model_random import TinyNetworkRANDOM
+
+    from harness.spaces.nb201 import NB201_OPS
+
+    c = job.net_cfg
+    job.seed_torch("init")
+    net = TinyNetworkRANDOM(c.channels, c.cells, 4, c.num_classes, list(NB201_OPS), c.bn_affine, c.bn_track)
+    return net.to(job.device)
+
+
+def xautodl_structure(arch):
+    from xautodl.models.cell_searchs.genotypes import Structure
+
+    from harness.spaces.nb201 import EDGES, NB201_OPS
+
+    return Structure([tuple((NB201_OPS[arch[e]], src) for e, (dst, src) in enumerate(EDGES) if dst == node)
+                      for node in (1, 2, 3)])
+
+
+def bench_xautodl_train(job, steps: int = 30, warmup: int = 3) -> dict:
+    """xautodl's RSPS step (random genotype, forward, CE, backward, clip 5, SGD) on the same
+    batches, optimizer settings and threads as :func:`bench_train`; a lean loop (no meters)."""
+    from harness.train import cosine_lr
+
+    torch.set_num_threads(job.budget.threads)
+    b = job.budget
+    net = xautodl_net(job).train()
+    params = list(net.parameters())
+    opt = torch.optim.SGD(params, lr=b.lr, momentum=b.momentum, weight_decay=b.weight_decay, nesterov=b.nesterov)
+    rng = job.rng("path")
+    stream = job.train_stream()
+    loss_sum = torch.zeros((), device=job.device)
+
+    def run(n):
+        nonlocal loss_sum
+        done = 0
+        for epoch in range(10**9):
+            for x, y in stream.batches(epoch):
+                for g in opt.param_groups:
+                    g["lr"] = cosine_lr(b.lr, done, n)
+                net.arch_cache = xautodl_structure(job.space.sample(rng))
+                opt.zero_grad(set_to_none=True)
+                _, logits = net(x)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
+                loss_sum += loss.detach()
+                done += 1
+                if done == n:
+                    return
+
+    run(warmup)
+    _sync(job.device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    run(steps)
+    _sync(job.device)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if not math.isfinite(float(loss_sum)):
+        raise RuntimeError("xautodl baseline diverged")
+    return {"images_per_s": steps * b.batch_size / dt, "steps": steps, "batch_size": b.batch_size, "seconds": dt,
+            "cpu_seconds": cpu}
+
+
+def bench_xautodl_score(job, net, archs, warmup: int = 8) -> dict:
+    """xautodl's network scored the way our evaluator scores: batch-statistics BN under no_grad,
+    accuracy and cross-entropy over the score images, one architecture at a time."""
+    torch.set_num_threads(job.budget.threads)
+    b = job.budget
+    batches = list(zip(job.data.score_x.split(b.eval_batch_size), job.data.score_y.split(b.eval_batch_size)))
+    structs = [xautodl_structure(a) for a in archs]
+    # batch statistics without touching running buffers, as harness.evaluate.batch_stat_bn does
+    from harness.evaluate import batch_stat_bn
+
+    @torch.no_grad()
+    def run(ss):
+        out = []
+        for s in ss:
+            net.arch_cache = s
+            correct, ce = 0, 0.0
+            for xb, yb in batches:
+                _, logits = net(xb)
+                correct += int((logits.argmax(1) == yb).sum())
+                ce += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
+            out.append((correct, ce))
+        return out
+
+    net.eval()
+    with batch_stat_bn(net):
+        run(structs[:warmup])
+        _sync(job.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        run(structs)
+        _sync(job.device)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"archs_per_s": len(archs) / dt, "archs": len(archs), "images": len(job.data.score_y), "seconds": dt,
+            "cpu_seconds": cpu}
+
+
+# --- study estimate ------------------------------------------------------------------------
+def estimate_study(budget, methods, seeds, n_archs: int, train_ips: float, score_aps: float,
+                   score_images_measured: int) -> dict:
+    """Sequential wall time of ``methods x seeds`` at ``budget``: training images at the measured
+    rate (1 path pass per image, as SPOS; a method doing k passes per image takes ~k times longer)
+    plus scoring, scaled linearly from the measured score-subset size to the budget's."""
+    from methods.base import create_method
+
+    train_s = budget.epochs * TRAIN_SPLIT_IMAGES / train_ips
+    score_s = n_archs / score_aps * (budget.score_size / max(score_images_measured, 1))
+    per_method = {}
+    for m in methods:
+        supernet = create_method(m).trains_supernet
+        per_method[m] = round((train_s + score_s) * len(seeds), 1) if supernet else 0.0
+    return {"methods": list(methods), "seeds": list(seeds), "n_archs": n_archs,
+            "train_s_per_job": round(train_s, 1), "score_s_per_job": round(score_s, 1),
+            "per_method_s": per_method, "estimated_wall_s": round(sum(per_method.values()), 1),
+            "assumes": "1 path pass per training image (SPOS); reference rows cost ~0; --jobs 1"}
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
+# --- CLI -----------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from harness.archsets import resolve_archs
+    from harness.cli import _auto_device, _csv_list, _overrides, _seeds
+    from harness.runner import DEFAULT_METHODS
+    from harness.seeding import numpy_rng
+
+    device = args.device or _auto_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    if args.steps < 1 or args.max_archs < 1:
+        raise ConfigError("--steps and --max-archs must be >= 1")
+    methods = _csv_list(args.methods) if args.methods else DEFAULT_METHODS
+    seeds = _seeds(args.seeds)
+    setup = make_bench_job(args.suite, args.budget, score_size=args.score_size, device=device,
+                           precision=args.precision, budget_overrides=_overrides(args.set))
+    try:
+        job = setup.job
+        b = job.budget
+        study_archs = resolve_archs(job.space, args.archs or b.archs, 0)
+        rng = numpy_rng("bench-archs", 0)
+        pick = sorted(rng.choice(len(study_archs), size=min(args.max_archs, len(study_archs)), replace=False))
+        archs = [study_archs[i] for i in pick]
+        train = bench_train(job, steps=args.steps)
+        model = trained_supernet(job)
+        score = bench_score(job, model, archs)
+        score.pop("scores")
+        out = {"suite": args.suite, "budget": b.name, "device": device, "precision": args.precision,
+               "torch_threads": b.threads, "shapes": {"channels": b.channels, "cells": b.cells,
+                                                      "resolution": b.resolution, "batch_size": b.batch_size},
+               "train_images_per_s": round(train["images_per_s"], 1),
+               "score_archs_per_s": round(score["archs_per_s"], 2), "score_images": score["images"],
+               "score_archs_measured": score["archs"], "prefix_cache": score["prefix_cache"]}
+        if args.compare == "xautodl":
+            if not xautodl_available():
+                raise ConfigError("--compare xautodl needs xautodl: pip install --no-deps xautodl")
+            xt = bench_xautodl_train(job, steps=args.steps)
+            xs = bench_xautodl_score(job, xautodl_net(job), archs)
+            out["xautodl"] = {"train_images_per_s": round(xt["images_per_s"], 1),
+                              "score_archs_per_s": round(xs["archs_per_s"], 2),
+                              "train_ratio": round(train["images_per_s"] / xt["images_per_s"], 3),
+                              "score_ratio": round(score["archs_per_s"] / xs["archs_per_s"], 3)}
+        out["study"] = estimate_study(b, methods, seeds, len(study_archs), train["images_per_s"],
+                                      score["archs_per_s"], score["images"])
+    finally:
+        setup.close()
+    print(json.dumps(out), flush=True)
+    st = out["study"]
+    print(f"estimated wall time: {human_duration(st['estimated_wall_s'])} for {len(methods)} method(s) x "
+          f"{len(seeds)} seed(s) on {st['n_archs']} architectures at budget {b.name} ({device}, sequential; "
+          f"{out['train_images_per_s']:.0f} train img/s, {out['score_archs_per_s']:.1f} archs/s on "
+          f"{out['score_images']} images)", file=sys.stderr if args.json_only else sys.stdout)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure training images/s and architectures/s here; estimate a study's wall time")
+    p.add_argument("--suite", default="nb201")
+    p.add_argument("--budget", default="smoke")
+    p.add_argument("--methods", default=None, help="comma list for the estimate (default: spos,params,flops,random)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--archs", default=None, help="the study's architecture set (default: the budget's)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--steps", type=int, default=30, help="timed training steps")
+    p.add_argument("--max-archs", type=int, default=200, help="architectures scored for the timing (a random sample)")
+    p.add_argument("--score-size", type=int, default=None, help="score images for the timing (default: the budget's)")
+    p.add_argument("--compare", default=None, choices=["xautodl"], help="also measure xautodl's TinyNetworkRANDOM")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a budget field")
+    p.add_argument("--json-only", action="store_true", help="the human line goes to stderr")
+    p.set_defaults(fn=cmd_bench)
+
+
+if __name__ == "__main__":  # python -m harness.cli_bench ... == harness bench ...
+    from harness.cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))
