@@ -23,7 +23,7 @@ def cmd_gt(args) -> int:
 
     import harness
     from harness.archsets import resolve_archs
-    from harness.cli import _csv_list, _overrides, _seeds
+    from harness.cli import _overrides, _seeds
     from harness.runner import default_cache_dir, default_data_dir, git_commit, utc_now
     from harness.standalone import (StandaloneCache, check_seeds, committed_gt_path, format_noise, gt_noise,
                                     gt_table, load_probe_archs, resolve_suite_budget, write_gt_csv)

@@ -58,3 +58,13 @@ def shared_dir() -> Path:
     if not (SHARED / "nb201" / "nats_tss_accuracy.csv").is_file():
         pytest.skip(f"shared data not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests use tiny tensors: one torch thread is faster and keeps a shared 2-core CPU responsive.
+    (Jobs run by the runner still set the budget's thread count themselves.)"""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from harness.archsets import resolve_archs
 from harness.budgets import get_budget
@@ -22,12 +21,6 @@ from harness.suites import get_suite
 from tests.conftest import tiny_data
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _budget(**kw):

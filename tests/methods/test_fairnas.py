@@ -11,13 +11,6 @@ from methods.base import create_method
 from methods.fairnas import accumulate_paths, fair_paths, space_fair_paths
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one torch thread is faster and keeps the file quick on a shared 2-core CPU."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 # --- a tiny layer-wise space with unequal choice counts (2, 3, 4) -----------------------------

@@ -14,13 +14,6 @@ from methods.kshot import (CODES_CSV, KShotConfig, KShotCtx, KShotOp, KShotRun, 
                            kshot_ops, merge_weights, uniform_code)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: fast and reproducible on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(job, **overrides) -> KShotRun:

@@ -33,12 +33,6 @@ from methods.senas import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- a tiny layer-wise space: every candidate has weights and runs on every path -------------------

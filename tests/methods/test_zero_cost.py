@@ -16,12 +16,6 @@ from methods.zero_cost import (DEGENERATE_SCORE, PROXIES, ProxyScorer, ZeroCostC
                                jacov, jacov_from_jacobian, naswot, naswot_kernel, snip, synflow)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _mlp(seed=0, bn=False) -> nn.Sequential:

@@ -13,13 +13,6 @@ SPACE = MobileNetProbeSpace()
 TINY = NetConfig(channels=4, resolution=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # a shared 2-core machine: tiny nets run faster single-threaded
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _arch(first=0, rest=IDENTITY):

@@ -14,13 +14,6 @@ SPACE = ResNetProbeSpace()
 TINY = NetConfig(channels=4, resolution=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # a shared 2-core machine: tiny nets run faster single-threaded
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _block(choice: int, w: float = 1.0, c_in: int = 256, planes: int = 64) -> SplitAttentionBottleneck:
