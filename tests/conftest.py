@@ -68,3 +68,24 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def recording_factory(space):
+    """An op factory wrapping the space's own ops that records every (decision, choice) built and
+    every ctx passed at forward time: checks that a space routes construction and ctx through it."""
+    seen, ctxs = [], []
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.op = op
+
+        def forward(self, x, ctx=None):
+            ctxs.append(ctx)
+            return self.op(x, ctx)
+
+    def factory(spec):
+        seen.append((spec.decision, spec.choice))
+        return Wrap(space.default_op(spec))
+
+    return factory, seen, ctxs

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import recording_factory
+
 from harness.errors import ArchError
 from harness.spaces.base import NetConfig
 from harness.spaces.mobilenet_probe import CHOICE_NAMES, IDENTITY, STAGE_FIRST, MBConv, MobileNetProbeSpace
@@ -73,20 +75,7 @@ def test_first_layer_has_expansion_one_and_mbconv_shapes():
 
 
 def test_op_factory_builds_every_allowed_candidate_and_passes_ctx():
-    seen, ctxs = [], []
-
-    class Wrap(torch.nn.Module):
-        def __init__(self, op):
-            super().__init__()
-            self.op = op
-
-        def forward(self, x, ctx=None):
-            ctxs.append(ctx)
-            return self.op(x, ctx)
-
-    def factory(spec):
-        seen.append((spec.decision, spec.choice))
-        return Wrap(SPACE.default_op(spec))
+    factory, seen, ctxs = recording_factory(SPACE)
 
     net = SPACE.build_supernet(TINY, factory)
     expect = [(d, c) for d in range(21) for c in SPACE.allowed_choices(d)]

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import recording_factory
+
 from harness.errors import ArchError
 from harness.spaces.base import NetConfig, OpSpec
 from harness.spaces.resnet_probe import (BLOCK_NAMES, BLOCKS, ResNetProbeSpace, SplitAttentionBottleneck, SplitAttentionConv,
@@ -116,20 +118,7 @@ def test_downsample_sharing_option():
 
 
 def test_op_factory_builds_every_candidate_and_ctx_reaches_ops():
-    seen, ctxs = [], []
-
-    class Wrap(torch.nn.Module):
-        def __init__(self, op):
-            super().__init__()
-            self.op = op
-
-        def forward(self, x, ctx=None):
-            ctxs.append(ctx)
-            return self.op(x, ctx)
-
-    def factory(spec):
-        seen.append((spec.decision, spec.choice))
-        return Wrap(SPACE.default_op(spec))
+    factory, seen, ctxs = recording_factory(SPACE)
 
     net = SPACE.build_supernet(TINY, factory)
     assert sorted(seen) == [(d, c) for d in range(16) for c in range(4)]
