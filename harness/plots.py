@@ -56,10 +56,12 @@ def _palette(methods: Sequence[str]) -> dict[str, tuple]:
 
 # --- ranking quality ------------------------------------------------------------------------
 def tau_per_method(per_seed: pd.DataFrame, methods: Sequence[str], reference: Sequence[str],
-                   metric: str = "kendall_tau", gt: str = "") -> plt.Figure:
+                   metric: str = "kendall_tau", gt: str = "", ceiling: float | None = None) -> plt.Figure:
     """Mean +- std over seeds (points, with each seed as a dot); reference rows as horizontal lines.
 
-    ``per_seed``: columns ``method, seed, value`` for one metric / gt column / subset.
+    ``per_seed``: columns ``method, seed, value`` for one metric / gt column / subset. ``ceiling``:
+    the ground truth's own tau between its seeds (probe suites), drawn as a dotted line: no
+    estimator can be expected to rank better than the ground truth agrees with itself.
     """
     searched = [m for m in methods if m not in reference] or list(methods)
     refs = [m for m in methods if m in reference and m not in searched]
@@ -79,13 +81,15 @@ def tau_per_method(per_seed: pd.DataFrame, methods: Sequence[str], reference: Se
         v = v[np.isfinite(v)]
         if v.size:
             ax.axhline(v.mean(), ls="--", lw=1.3, color=colors[m], label=f"{m} ({v.mean():+.2f})")
+    if ceiling is not None and np.isfinite(ceiling):
+        ax.axhline(ceiling, ls=":", lw=1.8, color="black", label=f"GT-seed ceiling ({ceiling:+.2f})")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(searched)), searched)
     ax.set_xlim(-0.7, len(searched) - 0.3)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per method (mean ± std over seeds)" + (f"\nground truth: {gt}" if gt else ""))
-    if refs:
-        ax.legend(title="reference rows", fontsize=8, loc="best")
+    if refs or (ceiling is not None and np.isfinite(ceiling)):
+        ax.legend(title="reference rows" if refs else None, fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 

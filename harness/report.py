@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,25 @@ def summary_table(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tau_by_gt_table(run: RunData) -> pd.DataFrame:
+    """method x ground-truth column: Kendall tau mean ± std over seeds (runs with several GT columns,
+    e.g. NB201 `--gt cifar10_test_200ep,standalone`: tau vs the benchmark beside tau vs standalone
+    training at the run's budget). Empty when the run has one GT column."""
+    s = run.summary
+    columns = list(run.manifest.get("gt_columns") or [])
+    if len(columns) < 2 or not len(s):
+        return pd.DataFrame()
+    rows = []
+    for m in run.methods:
+        row = {"method": m + (" (reference)" if m in run.reference else "")}
+        for c in columns:
+            sel = s[(s["method"] == m) & (s["gt"] == c) & (s["metric"] == "kendall_tau") & (s["k"] == "")
+                    & (s["subset"].isin(["scored", "derived"]))]
+            row[f"tau vs {c}"] = f"{_fmt(sel.iloc[0]['mean'])} ± {_fmt(sel.iloc[0]['std'])}" if len(sel) else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def jobs_table(run: RunData) -> pd.DataFrame:
     """One row per job: status (failed/collapsed shown as such), cost, tau with an arch-bootstrap CI."""
     rows = []
@@ -246,6 +266,33 @@ def overhead_table(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gt_ceiling(run: RunData) -> dict | None:
+    """The ground truth's own noise for the run's GT column: its tau between GT seeds (the ceiling
+    any estimator can reach on these architectures), per-architecture std, and a plain verdict.
+    None when the run's GT has no seeds to compare (benchmark tables)."""
+    noise = (run.manifest.get("gt_quality") or {}).get("gt_noise") or {}
+    if not noise.get("seed_pair_tau") or not run.gt_column.startswith("standalone"):
+        return None
+    from harness.standalone import low_ceiling_warning
+
+    tau = noise.get("tau_between_seeds_mean")
+    warning = low_ceiling_warning(noise)
+    text = (f"ground-truth ceiling: Kendall tau between GT seeds {tau:+.3f} over {noise.get('n_archs')} "
+            f"architectures (per-architecture std {noise.get('per_arch_std_mean', float('nan')):.2f} points "
+            f"mean, {noise.get('per_arch_std_max', float('nan')):.2f} max); a method's tau against this GT "
+            f"cannot be expected to exceed it.")
+    return {"tau": tau, "low": bool(warning), "text": f"{text} {warning}".strip(), "noise": noise}
+
+
+def _fidelity_text(manifest: dict) -> str:
+    """NB201 `--gt standalone`: how well standalone-at-budget agrees with the benchmark's columns."""
+    fid = (manifest.get("gt_quality") or {}).get("standalone_fidelity")
+    if not fid:
+        return ""
+    return "; ".join(f"standalone-at-budget vs {col} over {fid['n_archs']} archs: tau {v['kendall_tau']:+.3f}, "
+                     f"spearman {v['spearman_rho']:+.3f}" for col, v in fid["vs"].items())
+
+
 def manifest_facts(run: RunData) -> pd.DataFrame:
     m = run.manifest
     cfg, plat, t = m.get("config", {}), m.get("platform", {}), m.get("timings", {})
@@ -260,6 +307,8 @@ def manifest_facts(run: RunData) -> pd.DataFrame:
         ("methods", ", ".join(run.methods)), ("reference rows", ", ".join(run.reference) or "none"),
         ("seeds", ", ".join(map(str, m.get("seeds", [])))),
         ("architectures scored", m.get("n_archs")), ("ground truth", f"{run.gt_column} ({m.get('gt_source')})"),
+        *((("ground-truth ceiling", c["text"]),) if (c := gt_ceiling(run)) else ()),
+        *((("standalone fidelity", _fidelity_text(m)),) if _fidelity_text(m) else ()),
         ("started / ended", f"{m.get('started')} / {m.get('ended')}"), ("status", m.get("status")),
         ("total time (s)", _fmt(t.get("total_s"), 1)), ("jobs wall (s)", _fmt(t.get("jobs_wall_s"), 1)),
         ("python / torch", f"{plat.get('python')} / {plat.get('torch')}"),
@@ -364,7 +413,8 @@ def build_figures(run: RunData, figs: _Figures) -> None:
     taus = per_seed(run)
     figs.add("ranking", "tau_per_method", f"Kendall tau per method against {run.gt_column}: mean ± std over "
              "seeds (dots: seeds); reference rows as dashed lines.",
-             lambda: P.tau_per_method(taus, methods, run.reference, gt=run.gt_column))
+             lambda: P.tau_per_method(taus, methods, run.reference, gt=run.gt_column,
+                                      ceiling=(c["tau"] if (c := gt_ceiling(run)) else None)))
     figs.add("ranking", "tau_boxplot", "Kendall tau over seeds per method (SE-NAS Fig. 8 style).",
              lambda: P.tau_boxplot(taus, methods, gt=run.gt_column))
     est = run.estimates[run.estimates["subset"] == "scored"] if len(run.estimates) else run.estimates
@@ -498,15 +548,17 @@ def write_report(run_dir: Path) -> Path:
                 f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
     pdf_tmp = run_dir / "report.pdf.tmp"
     summary = summary_table(run)
+    by_gt = tau_by_gt_table(run)
     jobs = jobs_table(run)
     metrics_all = all_metrics_table(run)
     overhead = overhead_table(run)
     facts = manifest_facts(run)
     with PdfPages(pdf_tmp, metadata={"Title": title, "Creator": f"supernet-harness {harness.__version__}"}) as pdf:
         _text_pages(pdf, title, subtitle.replace(" · ", "\n") + "\n\n" + "\n".join(
-            f"{a:<24} {b}" for a, b in facts.itertuples(index=False)))
+            textwrap.fill(f"{a:<24} {b}", 128, subsequent_indent=" " * 25) for a, b in facts.itertuples(index=False)))
         for t, df in ((f"Summary (ground truth {run.gt_column}; mean ± std [bootstrap 95% CI] over seeds)", summary),
-                      ("Jobs", jobs)):
+                      *((("Kendall tau against each ground-truth column (mean ± std over seeds)", by_gt),)
+                        if len(by_gt) else ()), ("Jobs", jobs)):
             for fig in P.table_figure(t, df):
                 pdf.savefig(fig)
                 plt.close(fig)
@@ -540,11 +592,16 @@ def write_report(run_dir: Path) -> Path:
                    + html.escape(", ".join(f"{r.job} ({r.status}: {r.reason})" for r in bad.itertuples()))
                    + "</p>") if len(bad) else '<p class="good">All jobs finished.</p>'
     art_html = "".join(f"<h3>{html.escape(t)}</h3>{html_table(df)}" for t, df in art_tables)
+    ceiling = gt_ceiling(run)
+    ceiling_html = (f'<p class="{"bad" if ceiling["low"] else "note"}">{html.escape(ceiling["text"])}</p>'
+                    if ceiling else "")
     sections = [
         ("overview", "Overview", html_table(facts)),
         ("summary", "Summary", f"<p>Ground truth <b>{html.escape(run.gt_column)}</b>, subset <i>scored</i>; "
          "mean ± std [bootstrap 95% CI] over seeds. Failed or collapsed seeds give no value and are counted in "
-         "<i>jobs ok</i>.</p>" + failed_html + html_table(summary)),
+         "<i>jobs ok</i>.</p>" + ceiling_html + failed_html + html_table(summary)
+         + (f"<h3>Kendall tau against each ground-truth column</h3><p>{html.escape(_fidelity_text(m))}</p>"
+            + html_table(by_gt) if len(by_gt) else "")),
         ("jobs", "Jobs", "<p>One row per (method, seed). The tau CI resamples architectures "
          f"({TAU_BOOTSTRAP_RESAMPLES} bootstrap resamples).</p>" + html_table(jobs, status_cls)),
         ("ranking", "Ranking quality", figs_in("ranking")),

@@ -316,13 +316,28 @@ def gt_noise(table: pd.DataFrame) -> dict:
             "accuracy_range": [float(table[STANDALONE].min()), float(table[STANDALONE].max())]}
 
 
+# a GT whose seeds agree less than this (Kendall tau) does not order its architectures reproducibly
+LOW_CEILING = 0.3
+
+
+def low_ceiling_warning(noise: dict) -> str:
+    """A plain sentence when the GT's tau between its own seeds is near 0 (else '')."""
+    tau = noise.get("tau_between_seeds_mean")
+    if not noise.get("seed_pair_tau") or (tau is not None and np.isfinite(tau) and tau >= LOW_CEILING):
+        return ""
+    return (f"The ceiling is below {LOW_CEILING}: this ground truth does not reproducibly order these "
+            f"architectures, so method taus against it mostly measure GT noise; do not rank methods by them.")
+
+
 def format_noise(noise: dict) -> str:
     if not noise.get("seed_pair_tau"):
         return f"GT noise: one seed only (no ceiling); accuracy range {noise['accuracy_range']}"
     taus = ", ".join(f"{k}: {v:+.3f}" for k, v in noise["seed_pair_tau"].items())
-    return (f"GT noise over {noise['n_archs']} archs: Kendall tau between GT seeds {taus} (ceiling); per-arch std "
+    text = (f"GT noise over {noise['n_archs']} archs: Kendall tau between GT seeds {taus} (ceiling); per-arch std "
             f"mean {noise['per_arch_std_mean']:.2f} / max {noise['per_arch_std_max']:.2f} points; accuracy "
             f"{noise['accuracy_range'][0]:.2f}..{noise['accuracy_range'][1]:.2f}%")
+    warning = low_ceiling_warning(noise)
+    return f"{text}\n{warning}" if warning else text
 
 
 class TableGroundTruth(GroundTruth):
@@ -469,6 +484,17 @@ def load_probe_archs(suite: str, space: SearchSpace) -> list[Arch]:
     return [space.parse(a) for a in table["arch"]]
 
 
+def load_committed_gt(suite: str, space: SearchSpace) -> TableGroundTruth:
+    """The suite's committed GT table (the harness's own output, versioned with the probe list)."""
+    path = committed_gt_path(suite)
+    gt = TableGroundTruth.from_csv(path, space)
+    b = gt.meta.get("budget", {})
+    gt.source = (f"committed table harness/suites_data/{path.name} (standalone, budget {b.get('name', '?')}: "
+                 f"C={b.get('channels', '?')}, {b.get('resolution', '?')}px, {b.get('standalone_epochs', '?')} "
+                 f"epochs; seeds {gt.noise['seeds']})")
+    return gt
+
+
 def probe_ground_truth(suite: str, space: SearchSpace, budget: Budget, data_dir: Path | None,
                        gt_file: Path | None, cache_dir: Path, device: str = "cpu",
                        say: Callable[[str], None] = print) -> TableGroundTruth:
@@ -478,8 +504,9 @@ def probe_ground_truth(suite: str, space: SearchSpace, budget: Budget, data_dir:
         return TableGroundTruth.from_csv(Path(gt_file), space)
     committed = committed_gt_path(suite)
     if committed.is_file():
-        say(f"ground truth: committed table {committed.name}")
-        return TableGroundTruth.from_csv(committed, space)
+        gt = load_committed_gt(suite, space)
+        say(f"ground truth: {gt.source}; {format_noise(gt.noise)}")
+        return gt
     archs = load_probe_archs(suite, space)
     cache = StandaloneCache(space, budget, cache_dir, str(data_dir) if data_dir else None, device, say)
     if cache.missing(archs, PROBE_SEEDS):
@@ -500,7 +527,7 @@ def cached_probe_ground_truth(suite: str, space: SearchSpace, gt_file: Path | No
     if gt_file is not None:
         return TableGroundTruth.from_csv(Path(gt_file), space)
     if committed_gt_path(suite).is_file():
-        return TableGroundTruth.from_csv(committed_gt_path(suite), space)
+        return load_committed_gt(suite, space)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     archs = load_probe_archs(suite, space)
     for b in BUDGETS.values():

@@ -193,3 +193,51 @@ def test_compare_refuses_other_suite(tiny_run, tmp_path):
 def test_load_run_rejects_non_run_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         R.load_run(tmp_path)
+
+
+def _run_with_noise(seed0, seed1, gt_column="standalone") -> R.RunData:
+    from harness.standalone import gt_noise
+
+    table = pd.DataFrame({"arch": [f"a{i}" for i in range(len(seed0))], "standalone_s0": seed0,
+                          "standalone_s1": seed1})
+    table["standalone"] = (table["standalone_s0"] + table["standalone_s1"]) / 2
+    manifest = {"gt_quality": {"gt_noise": gt_noise(table)}}
+    empty = pd.DataFrame()
+    return R.RunData(Path("."), manifest, empty, empty, empty, {}, [], [], gt_column, None)
+
+
+def test_gt_ceiling_is_the_tau_between_gt_seeds_and_a_low_one_is_said_plainly():
+    agree = _run_with_noise([50, 51, 52, 53, 54], [50.5, 51.5, 52.5, 53.5, 54.5])
+    c = R.gt_ceiling(agree)
+    assert c["tau"] == pytest.approx(1.0) and not c["low"] and "do not rank" not in c["text"]
+    shuffled = _run_with_noise([50, 51, 52, 53, 54], [54, 50, 53, 51, 52])  # tau = 0 between seeds
+    c = R.gt_ceiling(shuffled)
+    assert c["low"] and c["tau"] < 0.3 and "do not rank methods" in c["text"]
+    # benchmark columns have no seeds to compare: no ceiling row
+    assert R.gt_ceiling(_run_with_noise([1, 2, 3], [1, 2, 3], gt_column="cifar10_test_200ep")) is None
+
+
+def test_tau_plot_draws_the_ceiling_line():
+    from harness import plots as P
+
+    per_seed = pd.DataFrame({"method": ["spos", "spos"], "seed": [0, 1], "value": [0.1, 0.2]})
+    fig = P.tau_per_method(per_seed, ["spos"], [], ceiling=0.42)
+    ys = [line.get_ydata()[0] for line in fig.axes[0].get_lines() if line.get_linestyle() == ":"]
+    assert ys == [pytest.approx(0.42)]
+
+
+def test_tau_by_gt_table_puts_benchmark_and_standalone_taus_side_by_side():
+    rows = [{"method": "spos", "gt": g, "subset": "scored", "metric": "kendall_tau", "k": "", "mean": v, "std": 0.1,
+             "ci_low": v - 0.2, "ci_high": v + 0.2, "n_seeds": 2}
+            for g, v in (("cifar10_test_200ep", -0.05), ("standalone", 0.31))]
+    summary = pd.DataFrame(rows)
+    empty = pd.DataFrame()
+    run = R.RunData(Path("."), {"gt_columns": ["cifar10_test_200ep", "standalone"]}, empty, summary, empty, {},
+                    ["spos", "params"], ["params"], "cifar10_test_200ep", None)
+    table = R.tau_by_gt_table(run)
+    assert list(table.columns) == ["method", "tau vs cifar10_test_200ep", "tau vs standalone"]
+    spos = table.iloc[0]
+    assert spos["tau vs cifar10_test_200ep"].startswith("-0.05") and spos["tau vs standalone"].startswith("0.31")
+    assert table.iloc[1]["tau vs standalone"] == "n/a"  # params has no rows in this summary
+    run.manifest["gt_columns"] = ["cifar10_test_200ep"]
+    assert R.tau_by_gt_table(run).empty
