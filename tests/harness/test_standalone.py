@@ -143,3 +143,31 @@ def test_probe_suites_registered_with_budget_shapes():
         # --set still wins over the suite's table
         assert RunConfig(suite=name, budget="smoke", budget_overrides=(("channels", 2),)).resolved_budget().channels == 2
     assert RunConfig(suite="nb201", budget="smoke").resolved_budget() == get_budget("smoke")
+
+
+@pytest.mark.parametrize("suite,space", [("resnet-probe13", ResNetProbeSpace()),
+                                         ("mobilenet-probe13", MobileNetProbeSpace())])
+def test_committed_probe_gt_is_current_and_used_by_default(suite, space, tmp_path):
+    """The committed `small` GT covers exactly the probe list, both GT seeds, and was built by this
+    model code at the suite's current `small` shapes; a run loads it without training anything."""
+    from harness.standalone import committed_gt_path, probe_ground_truth, resolve_suite_budget
+
+    path = committed_gt_path(suite)
+    gt = TableGroundTruth.from_csv(path, space)
+    archs = load_probe_archs(suite, space)
+    assert sorted(gt.table["arch"]) == sorted(space.format(a) for a in archs)
+    s0, s1, mean = (gt.values(archs, c) for c in ("standalone_s0", "standalone_s1", STANDALONE))
+    assert np.all((s0 > 10) & (s0 < 100) & (s1 > 10) & (s1 < 100))  # trained above chance, as %
+    np.testing.assert_allclose(mean, (s0 + s1) / 2, atol=1e-9)
+    meta = gt.meta
+    assert meta["model_version"] == space.model_version and meta["seeds"] == [0, 1]
+    assert meta["budget"]["name"] == "small"
+    for field_name, value in space.budget_shapes["small"].items():  # shapes changed => rebuild the GT
+        assert meta["budget"][field_name] == value, field_name
+    assert meta["noise"]["tau_between_seeds_mean"] == pytest.approx(gt.noise["tau_between_seeds_mean"])
+    said = []
+    loaded = probe_ground_truth(suite, space, resolve_suite_budget(suite, "smoke"), None, None, tmp_path / "cache",
+                                say=said.append)
+    assert "committed table" in loaded.source and "budget small" in loaded.source
+    assert not (tmp_path / "cache").exists()  # nothing trained, nothing cached
+    assert any("GT noise" in m for m in said)
