@@ -308,7 +308,7 @@ def manifest_facts(run: RunData) -> pd.DataFrame:
         ("seeds", ", ".join(map(str, m.get("seeds", [])))),
         ("architectures scored", m.get("n_archs")), ("ground truth", f"{run.gt_column} ({m.get('gt_source')})"),
         *((("ground-truth ceiling", c["text"]),) if (c := gt_ceiling(run)) else ()),
-        *((("standalone fidelity", _fidelity_text(m)),) if _fidelity_text(m) else ()),
+        *((("standalone fidelity", fid),) if (fid := _fidelity_text(m)) else ()),
         ("started / ended", f"{m.get('started')} / {m.get('ended')}"), ("status", m.get("status")),
         ("total time (s)", _fmt(t.get("total_s"), 1)), ("jobs wall (s)", _fmt(t.get("jobs_wall_s"), 1)),
         ("python / torch", f"{plat.get('python')} / {plat.get('torch')}"),

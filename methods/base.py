@@ -65,6 +65,13 @@ class MethodConfig:
     """Base config; methods subclass it with their own fields."""
 
 
+def rng_state_hooks(rng: np.random.Generator, key: str = "path_rng") -> dict:
+    """``get_state`` / ``set_state`` for ``SupernetTrainer.run`` when a method's only training state
+    besides the weights is one numpy path RNG (checkpointed so a resumed run samples the same paths)."""
+    return {"get_state": lambda: {key: rng.bit_generator.state},
+            "set_state": lambda s: setattr(rng.bit_generator, "state", s[key])}
+
+
 class Method(ABC):
     Config: ClassVar[type] = MethodConfig
     trains_supernet: ClassVar[bool] = True  # reference rows set False (no training budget)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from harness.evaluate import SupernetScorer, check_not_collapsed
 from harness.spaces.base import Arch, SearchSpace
 from harness.train import SupernetTrainer
-from methods.base import Method, MethodConfig, register_method
+from methods.base import Method, MethodConfig, register_method, rng_state_hooks
 
 
 def fair_paths(choice_counts: Sequence[int], rng: np.random.Generator) -> list[Arch]:
@@ -101,7 +101,6 @@ class FairNas(Method):
             return loss
 
         trainer = SupernetTrainer(job, model)
-        trainer.run(step, get_state=lambda: {"path_rng": rng.bit_generator.state},
-                    set_state=lambda s: setattr(rng.bit_generator, "state", s["path_rng"]))
+        trainer.run(step, **rng_state_hooks(rng))
         check_not_collapsed(model, job.data.score_x[:64], [space.sample(job.rng("collapse")) for _ in range(4)])
         return SupernetScorer(job, model)

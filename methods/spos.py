@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from harness.evaluate import SupernetScorer, check_not_collapsed
 from harness.train import SupernetTrainer
-from methods.base import Method, MethodConfig, register_method
+from methods.base import Method, MethodConfig, register_method, rng_state_hooks
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,6 @@ class Spos(Method):
             return loss
 
         trainer = SupernetTrainer(job, model)
-        trainer.run(step, get_state=lambda: {"path_rng": rng.bit_generator.state},
-                    set_state=lambda s: setattr(rng.bit_generator, "state", s["path_rng"]))
+        trainer.run(step, **rng_state_hooks(rng))
         check_not_collapsed(model, job.data.score_x[:64], [space.sample(job.rng("collapse")) for _ in range(4)])
         return SupernetScorer(job, model)
