@@ -1,0 +1,84 @@
+"""Calibrate the `study` budget (issue 15): SPOS on NB201 at candidate shapes/epochs, one run per seed.
+
+Each (candidate, seed) is its own `harness run` (so the cosine schedule is that run's, not a point of
+a longer run) in ``ROOT/<candidate>/s<seed>``; wall and CPU time (getrusage of the child) are
+recorded beside Kendall tau / Spearman against cifar10_test_200ep on the 300-architecture default
+set. Re-running skips finished rows and resumes an interrupted job from its checkpoint.
+
+    python tools/calibrate_study.py ROOT [candidate ...]
+"""
+from __future__ import annotations
+
+import csv
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HARNESS = str(Path(sys.executable).with_name("harness"))
+# name: (budget-field overrides, seeds); smoke shapes are C=8, N=1, 16 px, batch 128.
+CANDIDATES = {
+    "c8-e100": ({"epochs": 100}, (0, 1, 2)),
+    "c16-e50": ({"epochs": 50, "channels": 16}, (0, 1, 2)),  # ~1.9x per image: equal wall to c8-e100
+    "c8-e200": ({"epochs": 200}, (0, 1, 2)),
+    "c8-e300": ({"epochs": 300}, (0,)),  # a data point past the 20-minute cap
+}
+FIELDS = ["candidate", "seed", "overrides", "kendall_tau", "spearman_rho", "fit_s", "wall_s", "cpu_s",
+          "images_seen", "load1_start", "run"]
+
+
+def metric(run: Path, name: str) -> float:
+    with open(run / "metrics.csv") as f:
+        for r in csv.DictReader(f):
+            if r["metric"] == name and r["subset"] == "scored" and r["gt"] == "cifar10_test_200ep":
+                return float(r["value"])
+    raise KeyError(name)
+
+
+def main(root: Path, names: list[str]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    table = root / "calibration.csv"
+    done = set()
+    if table.exists():
+        with open(table) as f:
+            done = {(r["candidate"], r["seed"]) for r in csv.DictReader(f)}
+    for name in names or list(CANDIDATES):
+        overrides, seeds = CANDIDATES[name]
+        for seed in seeds:
+            if (name, str(seed)) in done:
+                continue
+            out = root / name / f"s{seed}"
+            cmd = [HARNESS, "run", "--suite", "nb201", "--methods", "spos", "--budget", "smoke",
+                   "--archs", "sample:300", "--gt", "cifar10_test_200ep", "--seeds", str(seed),
+                   "--no-report", "--no-progress", "--out", str(out)]
+            for k, v in overrides.items():
+                cmd += ["--set", f"{k}={v}"]
+            load1 = os.getloadavg()[0]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            with open(root / f"{name}-s{seed}.log", "a") as log:
+                subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            import json
+
+            job = json.loads((out / "manifest.json").read_text())["jobs"][f"spos-s{seed}"]
+            row = {"candidate": name, "seed": seed, "overrides": ";".join(f"{k}={v}" for k, v in overrides.items()),
+                   "kendall_tau": metric(out, "kendall_tau"), "spearman_rho": metric(out, "spearman_rho"),
+                   "fit_s": round(job["fit_s"], 1), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                   "images_seen": job["counters"]["images_seen"], "load1_start": round(load1, 2),
+                   "run": str(out.relative_to(root))}
+            new = not table.exists()
+            with open(table, "a", newline="") as f:
+                w = csv.DictWriter(f, FIELDS)
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])
