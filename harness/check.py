@@ -17,6 +17,10 @@ column, subset ``scored``; ``picked_gt``/``regret`` live in subset ``derived``).
 method must also have all its jobs ``done``: a collapsed seed fails the gate instead of quietly
 shrinking the mean. Exit 0 when every check passes, 1 on any failure, 2 (ConfigError) for a
 malformed thresholds file, naming the problem.
+
+Also the paired test `harness compare` prints (:func:`paired_compare`): for every method in
+both runs, run A's method against run B's on the seeds and architectures both scored
+(:mod:`harness.paired`).
 """
 from __future__ import annotations
 
@@ -213,3 +217,68 @@ def main(args) -> int:
     print(f"\nharness check: {len(df) - failed}/{len(df)} checks passed" + (f", {failed} FAILED" if failed else ""))
     sys.stdout.flush()
     return 1 if failed else 0
+
+
+# --- paired test for `harness compare` ---------------------------------------------------
+def paired_compare(run_a, run_b, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+                   ) -> tuple[pd.DataFrame, list[str]]:
+    """Paired Kendall-tau test of every method both runs have: A = run A's method, B = run B's.
+
+    ``run_a`` / ``run_b``: loaded runs (``harness.report.RunData``: ``estimates``, ``gt_map``,
+    ``gt_column``). Architectures are matched by arch string within a seed (the runs' arch
+    indices may differ); the ground truth is run A's, completed from run B's. Returns the
+    :func:`harness.paired.paired_table` frame (diff = tau(A) - tau(B)) and notes to print.
+    """
+    from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, paired_table
+
+    notes: list[str] = []
+    truth = {**(run_b.gt_map or {}), **(run_a.gt_map or {})}
+    if not truth:
+        return pd.DataFrame(columns=TABLE_COLUMNS), ["paired test skipped: ground truth unavailable for both runs"]
+    if run_a.gt_column != run_b.gt_column:
+        notes.append(f"runs use different ground-truth columns ({run_a.gt_column} vs {run_b.gt_column}); "
+                     f"the paired test uses A's ({run_a.gt_column})")
+    frames, pairs = [], []
+    for tag, run in (("A", run_a), ("B", run_b)):
+        est = run.estimates
+        if not len(est):
+            continue
+        est = est[est["subset"] == "scored"].drop_duplicates(["method", "seed", "arch"]).copy()
+        est["method"] = est["method"].astype(str) + f" ({tag})"
+        frames.append(est)
+    est = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["method", "seed", "subset", "arch_index", "arch", "score"])
+    est["arch_index"] = pd.factorize(est["arch"])[0]  # one index per arch string across both runs
+    present = set(est["method"])
+    for m in dict.fromkeys([*run_a.estimates.get("method", []), *run_b.estimates.get("method", [])]):
+        if f"{m} (A)" in present and f"{m} (B)" in present:
+            pairs.append((f"{m} (A)", f"{m} (B)"))
+    if not pairs:
+        return pd.DataFrame(columns=TABLE_COLUMNS), ["paired test skipped: no method has estimates in both runs"]
+    df = paired_table(est, truth, pairs, gt=run_a.gt_column, n_boot=n_boot, seed=seed, level=level)
+    notes.append("diff = tau(A) - tau(B), mean over shared seeds; CI: hierarchical bootstrap (seeds, then "
+                 "architectures) se with a t quantile on n_seeds-1 df; a verdict needs the CI to exclude 0, "
+                 "the same sign on every seed and >= 3 seeds")
+    notes.append(MULTIPLE_COMPARISONS_NOTE)
+    return df, notes
+
+
+def format_paired(df: pd.DataFrame) -> str:
+    show = df.copy()
+    for c in ("diff", "ci_low", "ci_high"):
+        show[c] = [f"{v:+.3f}" if np.isfinite(v) else "nan" for v in show[c].astype(float)]
+    return show.to_string(index=False)
+
+
+def print_paired_compare(run_a: Path, run_b: Path) -> None:
+    """The paired part of ``harness compare A B``: load both runs and print the table."""
+    from harness.report import load_run
+
+    df, notes = paired_compare(load_run(Path(run_a)), load_run(Path(run_b)))
+    print("\npaired test, same method in run A vs run B (Kendall tau, ground truth "
+          f"{df['gt'].iloc[0] if len(df) else '-'}):")
+    if len(df):
+        print(format_paired(df))
+    for n in notes:
+        print(f"  {n}")
+    sys.stdout.flush()

@@ -103,7 +103,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    return _optional("harness.report", "compare").compare_runs(Path(args.run_a), Path(args.run_b), args.out)
+    rc = _optional("harness.report", "compare").compare_runs(Path(args.run_a), Path(args.run_b), args.out)
+    _optional("harness.check", "compare").print_paired_compare(Path(args.run_a), Path(args.run_b))
+    return rc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--baseline", default=None)
     c.set_defaults(fn=cmd_check)
 
-    cmp_ = sub.add_parser("compare", help="report metric differences between two runs")
+    cmp_ = sub.add_parser("compare", help="report metric differences between two runs (and a paired tau test per method)")
     cmp_.add_argument("run_a")
     cmp_.add_argument("run_b")
     cmp_.add_argument("--out", default=None)

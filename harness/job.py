@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,25 @@ class TrainingHooks:
     def on_train_end(self, model: torch.nn.Module, job: "JobContext") -> None: ...
 
 
+class HookList(TrainingHooks):
+    """Several observers, called in order (fidelity curve, diagnostics)."""
+
+    def __init__(self, hooks):
+        self.hooks = [h for h in hooks if h is not None]
+
+    def on_train_start(self, model, job):
+        for h in self.hooks:
+            h.on_train_start(model, job)
+
+    def on_step(self, model, step, total):
+        for h in self.hooks:
+            h.on_step(model, step, total)
+
+    def on_train_end(self, model, job):
+        for h in self.hooks:
+            h.on_train_end(model, job)
+
+
 @dataclass
 class JobContext:
     space: SearchSpace
@@ -86,6 +106,13 @@ class JobContext:
     progress: bool = True
     precision: str = "fp32"
     state: dict = field(default_factory=dict)  # per-job facts a method reports (manifest `extra`)
+    # the scorer of the method's current training state, set by the method before it trains: the
+    # fidelity curve calls it at its points (inside fork_rng/no_grad; it must not train the supernet)
+    curve_scorer: Callable[[], object] | None = None
+    curve_note: str = ""  # how the curve's scorer differs from the final one, if it does (report)
+
+    def set_curve_scorer(self, factory: Callable[[], object], note: str = "") -> None:
+        self.curve_scorer, self.curve_note = factory, note
 
     def rng(self, purpose: str) -> np.random.Generator:
         """A numpy stream for one purpose ("path", "arch-eval", ...), derived from the job seed."""

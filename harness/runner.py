@@ -25,12 +25,14 @@ import torch
 import harness
 from harness import metrics as M
 from harness.archsets import resolve_archs
+from harness.curves import (CURVE_COLUMNS, CURVES, FidelityCurveHook, curve_archs, curve_fractions,
+                            job_curve_metrics, read_curve_scores, write_final_point)
 from harness.budgets import Budget, get_budget, scale_down_record
 from harness.data.cifar import load_cifar10
 from harness.data.splits import make_splits
 from harness.data.tensors import to_float
 from harness.errors import ConfigError, HarnessError
-from harness.job import JobContext, TaskData
+from harness.job import HookList, JobContext, TaskData
 from harness.spaces.base import Arch
 from harness.store import RunLock, read_json, write_csv, write_json
 from harness.suites import get_suite
@@ -154,8 +156,12 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
     job = JobContext(space=space, budget=budget, net_cfg=budget.net_config(num_classes=data.num_classes),
                      data=data, seed=seed, job_dir=job_dir, device=torch.device(cfg.device), log=logger,
                      progress=cfg.progress, precision=cfg.precision)
-    if hooks_factory is not None and method.trains_supernet:
-        job.hooks = hooks_factory(job, run_dir)
+    curve = None
+    if method.trains_supernet and budget.curve_points > 0:
+        curve = FidelityCurveHook(job, curve_archs(archs, budget.curve_archs, cfg.arch_seed),
+                                  curve_fractions(budget.curve_points))
+    if method.trains_supernet:
+        job.hooks = HookList([curve, hooks_factory(job, run_dir) if hooks_factory is not None else None])
     result = {"method": method_name, "seed": seed, "pid": os.getpid(), "started": utc_now(),
               "describe": method.describe()}
     t0 = time.perf_counter()
@@ -175,6 +181,9 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
             for a, s in zip(sub_archs, scores):
                 rows.append({"subset": subset, "arch_index": space.arch_index(a), "arch": space.format(a), "score": s})
         write_csv(job_dir / "scores.csv", pd.DataFrame(rows))
+        if curve is not None:
+            final = {r["arch"]: r["score"] for r in rows if r["subset"] == "scored"}
+            write_final_point(job, curve.archs, final, len(curve.fractions))
         picked = scorer.picked()
         result.update(status="done", fit_s=t_fit - t0, score_s=time.perf_counter() - t_fit,
                       picked=space.format(picked) if picked is not None else None, extra=scorer.extra())
@@ -188,6 +197,8 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
         log.error("job %s crashed: %s: %s (traceback in %s)", job_name(method_name, seed),
                   type(exc).__name__, exc, job_dir / "log.txt")
         result.update(status="failed", reason=f"{type(exc).__name__}: {exc}", step=job.counters.steps)
+    if curve is not None:
+        result["curve"] = curve.record()
     result.update(wall_s=time.perf_counter() - t0, ended=utc_now(), counters=job.counters.as_dict(),
                   resumed_from_step=job.state.get("resumed_from_step", 0), state=job.state)
     write_json(result_path, result)
@@ -254,7 +265,7 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
 def aggregate(run_dir: Path, cfg: RunConfig, archs: list[Arch], gt, gt_columns, results: list[dict],
               manifest: dict) -> pd.DataFrame:
     space = get_suite(cfg.suite).make_space()
-    est_rows, metric_rows = [], []
+    est_rows, metric_rows, curve_rows = [], [], []
     for res in results:
         method, seed = res["method"], res["seed"]
         if res["status"] != "done":
@@ -266,6 +277,12 @@ def aggregate(run_dir: Path, cfg: RunConfig, archs: list[Arch], gt, gt_columns, 
         est_rows.append(scores.assign(method=method, seed=seed))
         for r in job_metrics(scores, gt, space, gt_columns, res.get("picked")):
             metric_rows.append({"method": method, "seed": seed, **r, "status": "done"})
+        job_dir = run_dir / "jobs" / job_name(method, seed)
+        rows = [{"method": method, "seed": seed, **r}
+                for r in job_curve_metrics(read_curve_scores(job_dir), gt, space, gt_columns)]
+        if rows:
+            write_csv(job_dir / CURVES, pd.DataFrame(rows, columns=CURVE_COLUMNS))
+            curve_rows += rows
     est_cols = ["method", "seed", "subset", "arch_index", "arch", "score"]
     estimates = pd.concat(est_rows)[est_cols] if est_rows else pd.DataFrame(columns=est_cols)
     metrics = pd.DataFrame(metric_rows, columns=["method", "seed", "gt", "subset", "metric", "k", "value", "status"])
@@ -274,6 +291,7 @@ def aggregate(run_dir: Path, cfg: RunConfig, archs: list[Arch], gt, gt_columns, 
     write_csv(run_dir / "estimates.csv", estimates)
     write_csv(run_dir / "metrics.csv", metrics)
     write_csv(run_dir / "summary.csv", summary)
+    write_csv(run_dir / CURVES, pd.DataFrame(curve_rows, columns=CURVE_COLUMNS))
     write_json(run_dir / "manifest.json", manifest)
     return summary
 

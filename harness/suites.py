@@ -64,10 +64,8 @@ def _probe_suite(name: str, module: str, cls: str, description: str) -> Suite:
 
         table = getattr(importlib.import_module(module), "BUDGET_SHAPES")
         b = shaped_budget(budget, table)
-        # the scored set is the suite's committed list; the note names the suite's shapes
-        return b.replace(archs=f"file:{probe_list_path(name, 'txt')}",
-                         note=f"{name}: channels={b.channels}, {b.resolution}px, {b.epochs:g} epochs, "
-                              f"standalone GT {b.standalone_epochs:g} epochs")
+        # the scored set is the suite's committed list; the note (regenerated) names the suite's shapes
+        return b.replace(archs=f"file:{probe_list_path(name, 'txt')}", purpose=f"{name} at {b.name}")
 
     def load_gt(space, data_dir, gt_file, *, budget=None, cache_dir=None, device="cpu", say=print):
         """With a budget: that budget's GT (built when missing). Without (callers that know no

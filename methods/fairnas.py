@@ -101,6 +101,7 @@ class FairNas(Method):
             return loss
 
         trainer = SupernetTrainer(job, model)
+        job.set_curve_scorer(lambda: SupernetScorer(job, model))
         trainer.run(step, **rng_state_hooks(rng))
         check_not_collapsed(model, job.data.score_x[:64], [space.sample(job.rng("collapse")) for _ in range(4)])
         return SupernetScorer(job, model)

@@ -360,6 +360,10 @@ class KShot(Method):
         job.state["kshot"] = {"k": run.k, "m": self.config.paths_per_simplex_step,
                               "warmup_steps": run.warmup_steps, "total_steps": trainer.total_steps,
                               "kshot_ops": len(kshot_ops(run.model))}
+        # curve points: the shared evaluator with each path's code at the current step (1/K during
+        # warm-up, as training uses); the codes CSV and job.state are the final scorer's alone
+        job.set_curve_scorer(lambda: SupernetScorer(
+            job, run.model, ctx_fn=lambda a: KShotCtx(run.code(a, trainer.step))))
         trainer.run(run.step, get_state=run.get_state, set_state=run.set_state)
         run.simplex.eval()
         check_not_collapsed(run.model, job.data.score_x[:64], [job.space.sample(job.rng("collapse")) for _ in range(4)],

@@ -446,6 +446,13 @@ class Senas(Method):
         stage_models: list[_StageModel] = []
         removed_at: dict[Op, int] = {}
         offset = 0
+        # curve points: the current stage's models (the closure reads the current alive/grouping);
+        # the live weights, since the snapshot average exists only at a stage's end
+        job.set_curve_scorer(lambda: SenasScorer(job, model, model, alive, grouping, stage_models, removed_at, history,
+                                                 max_enumerate=cfg.max_enumerate,
+                                                 survivor_sample=cfg.survivor_sample),
+                             note="senas: points before 100 % score the current stage's live weights "
+                                  "(the final scores use the snapshot average)")
         for stage in range(cfg.stages + 1):
             averager = self._train_stage(job, model, grouping, alive, path_rng, stage, steps[stage], offset)
             offset += steps[stage]

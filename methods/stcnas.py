@@ -431,6 +431,9 @@ class StcNas(Method):
             raise ConfigError(f"stcnas score_by={cfg.score_by!r}: use 'supernet' or 'alpha'")
         search = StcSearch(job, cfg)
         job.state["stcnas"] = {"alpha_lr": search.alpha_lr, "total_steps": search.total}
+        # curve points come after the step's alpha update (the trainer's hooks run after after_step)
+        job.set_curve_scorer(lambda: StcAlphaScorer(search) if cfg.score_by == "alpha"
+                             else StcSupernetScorer(job, search, cfg.score_scale))
         search.run()
         ctx_fn = search.eval_ctx if cfg.score_scale else None
         check_not_collapsed(search.model, job.data.score_x[:64],

@@ -68,6 +68,7 @@ BLOCK_NAMES = tuple(b.name for b in BLOCKS)
 BUDGET_SHAPES: dict[str, dict] = {
     "smoke": dict(channels=4, resolution=16, epochs=1.0, standalone_epochs=0.5),
     "small": dict(channels=8, resolution=16, standalone_epochs=3.0),
+    "study": dict(channels=8, resolution=16, epochs=10.0, standalone_epochs=3.0),
     "paper": dict(channels=64, resolution=32, standalone_epochs=30.0),
 }
 
