@@ -22,29 +22,40 @@ def register_executor(name: str):
 
 
 def job_list(cfg) -> list[tuple[str, int]]:
-    return [(m, s) for m in cfg.methods for s in cfg.seeds]
+    """The run's jobs in execution order: seed-major (every method's seed 0 before any seed 1), so a
+    study stopped part-way has whole seeds to compare. Aggregation orders results by method."""
+    return [(m, s) for s in cfg.seeds for m in cfg.methods]
+
+
+def _noop(result: dict) -> None: ...
 
 
 @register_executor("local")
-def run_local(run_dir: Path, cfg, archs, hooks_factory) -> list[dict]:
+def run_local(run_dir: Path, cfg, archs, hooks_factory, on_result: Callable[[dict], None] = _noop) -> list[dict]:
     from harness.runner import run_job
 
     if cfg.jobs <= 1:
-        return [run_job(run_dir, cfg, m, s, archs, hooks_factory) for m, s in job_list(cfg)]
+        results = []
+        for m, s in job_list(cfg):
+            results.append(run_job(run_dir, cfg, m, s, archs, hooks_factory))
+            on_result(results[-1])
+        return results
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: torch's thread pools do not survive a fork
     with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, run_dir, cfg, m, s, archs, hooks_factory) for m, s in job_list(cfg)]
+        for f in as_completed(futures):
+            on_result(f.result())
         return [f.result() for f in futures]
 
 
-def run_jobs(run_dir: Path, cfg, archs, hooks_factory=None) -> list[dict]:
+def run_jobs(run_dir: Path, cfg, archs, hooks_factory=None, on_result: Callable[[dict], None] = _noop) -> list[dict]:
     try:
         import harness.ray_executor  # noqa: F401  (registers "ray" when present)
     except ImportError:
         pass
     if cfg.executor not in EXECUTORS:
         raise unknown_name("executor", cfg.executor, EXECUTORS)
-    return EXECUTORS[cfg.executor](run_dir, cfg, archs, hooks_factory)
+    return EXECUTORS[cfg.executor](run_dir, cfg, archs, hooks_factory, on_result=on_result)

@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -207,6 +208,49 @@ def topk_curves(table: pd.DataFrame, methods: Sequence[str], reference: Sequence
         ax.set_title(f"{metric} vs k")
     axes[1].plot([min(TOPK_FRACTIONS), 1], [min(TOPK_FRACTIONS), 1], ":", color="grey", lw=0.8, label="chance")
     axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- ranking fidelity over training -----------------------------------------------------------
+FIDELITY_PANELS = (("kendall_tau", ""), ("topk_kendall_tau", "0.1"))
+
+
+def fidelity_curves(curves: pd.DataFrame, methods: Sequence[str], reference: dict[str, float] | None = None,
+                    ceiling: float | None = None, gt: str = "") -> plt.Figure:
+    """tau (and top-10 % tau) against images seen, log x; one line per method (mean over seeds at
+    each point), band = min..max over seeds; reference rows (no training) as horizontal lines.
+
+    ``curves``: rows of ``curves.csv`` for one GT column (``k`` as a label string); ``reference``:
+    metric -> {row name: mean tau}."""
+    colors = _palette(list(methods) + sorted(set().union(*[set(v) for v in (reference or {}).values()])))
+    fig, axes = plt.subplots(1, len(FIDELITY_PANELS), figsize=(5.2 * len(FIDELITY_PANELS), 3.8), squeeze=False)
+    for ax, (metric, k) in zip(axes[0], FIDELITY_PANELS):
+        t = curves[(curves["metric"] == metric) & (curves["k"].astype(str) == k)]
+        for m in methods:
+            g = t[t["method"] == m]
+            if not len(g):
+                continue
+            by = g.groupby("point")
+            x = by["images_seen"].mean()
+            v = by["value"]
+            ax.plot(x.values, v.mean().values, "-", marker="o", ms=3, color=colors[m],
+                    label=f"{m} ({g['seed'].nunique()} seed(s))")
+            if g["seed"].nunique() > 1:
+                ax.fill_between(x.values, v.min().values, v.max().values, color=colors[m], alpha=0.15)
+        for name, value in ((reference or {}).get(metric) or {}).items():
+            if np.isfinite(value):
+                ax.axhline(value, ls="--", lw=1.1, color=colors[name], label=f"{name} ({value:+.2f})")
+        if ceiling is not None and np.isfinite(ceiling) and metric == "kendall_tau":
+            ax.axhline(ceiling, ls=":", lw=1.6, color="black", label=f"GT-seed ceiling ({ceiling:+.2f})")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no overlapping labels
+        ax.set_xlabel("training images seen")
+        ax.legend(fontsize=7, loc="best")
+        label = metric if not k else f"{metric} @ {k}"
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} over training" + (f"\nground truth: {gt}" if gt else ""))
     fig.tight_layout()
     return fig
 

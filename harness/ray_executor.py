@@ -99,7 +99,7 @@ def _failed_worker(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 @register_executor("ray")
-def run_ray(run_dir: Path, cfg, archs, hooks_factory) -> list[dict]:
+def run_ray(run_dir: Path, cfg, archs, hooks_factory, on_result=lambda r: None) -> list[dict]:
     ray = import_ray()
     started_here = False
     if not ray.is_initialized():
@@ -107,13 +107,13 @@ def run_ray(run_dir: Path, cfg, archs, hooks_factory) -> list[dict]:
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=bool(cfg.progress))
         started_here = True
     try:
-        return _run_all(ray, Path(run_dir), cfg, archs, hooks_factory)
+        return _run_all(ray, Path(run_dir), cfg, archs, hooks_factory, on_result)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run_all(ray, run_dir: Path, cfg, archs, hooks_factory) -> list[dict]:
+def _run_all(ray, run_dir: Path, cfg, archs, hooks_factory, on_result=lambda r: None) -> list[dict]:
     # max_retries=0: retries are ours, so each one is recorded and resumes from the checkpoint
     task = ray.remote(_ray_job).options(max_retries=0, **job_resources(cfg))
     archs_ref = ray.put(list(archs))  # one copy in the object store, shared by every task
@@ -151,4 +151,5 @@ def _run_all(ray, run_dir: Path, cfg, archs, hooks_factory) -> list[dict]:
         attempts[j].append({"attempt": n, "outcome": "ok", "pid": worker.get("pid"), "node": worker.get("node"),
                             "wall_s": round(time.time() - t0, 3)})
         results[j] = res
+        on_result(res)
     return [{**results[j], "executor": "ray", "attempts": attempts[j]} for j in jobs]

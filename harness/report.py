@@ -30,6 +30,7 @@ from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 import harness  # noqa: E402
 from harness import metrics as M  # noqa: E402
 from harness import plots as P  # noqa: E402
+from harness.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
 from harness.diagnostics import DIAG_DIR, load_diagnostics  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
 from harness.store import atomic_write_text, read_json, write_csv  # noqa: E402
@@ -40,7 +41,8 @@ from harness.store import atomic_write_text, read_json, write_csv  # noqa: E402
 REFERENCE_NAMES = frozenset({"params", "flops", "random", "synflow", "snip", "grad_norm", "jacov", "naswot",
                              "fisher", "grasp", "zen", "zico"})
 REFERENCE_CLASSES = frozenset({"RandomScores", "CostProxy"})
-JOB_FILES = {"log.txt", "result.json", "scores.csv"}
+JOB_FILES = {"log.txt", "result.json", "scores.csv", CURVE_SCORES, CURVES}
+ZERO_COST_NAMES = frozenset({"synflow", "snip", "grad_norm", "jacov", "naswot", "fisher", "grasp", "zen", "zico"})
 SUMMARY_COLUMNS = (("kendall_tau", ""), ("spearman_rho", ""), ("high_low_tau", "0.1"), ("precision_at_k", "0.1"),
                    ("picked_gt", ""), ("regret", ""))
 TAU_BOOTSTRAP_RESAMPLES = 200  # per job over architectures; ~0.5 s for 1,000 archs
@@ -266,6 +268,71 @@ def overhead_table(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# --- ranking fidelity over training (issue 15) ---------------------------------------------------
+def load_curves(run: RunData) -> pd.DataFrame:
+    """``curves.csv`` for the run's GT column, ``k`` as a label."""
+    df = _read_csv(run.run_dir / CURVES, CURVE_COLUMNS)
+    if not len(df):
+        return df
+    df = df[df["gt"] == run.gt_column].copy()
+    df["k"] = df["k"].map(k_label)
+    return df
+
+
+def curve_reference_values(run: RunData) -> dict[str, dict[str, float]]:
+    """metric -> {row: mean over seeds} for params, flops and the best zero-cost row present."""
+    out: dict[str, dict[str, float]] = {}
+    for metric, k in P.FIDELITY_PANELS:
+        means = {m: float(np.nanmean(v)) for m in run.reference
+                 if len(v := per_seed(run, metric, k).query("method == @m")["value"].to_numpy(dtype=float))
+                 and np.isfinite(v).any()}
+        keep = {m: v for m, v in means.items() if m in ("params", "flops")}
+        zero = {m: v for m, v in means.items() if m in ZERO_COST_NAMES}
+        if zero:
+            best = max(zero, key=zero.get)
+            keep[best] = zero[best]
+        out[metric] = keep
+    return out
+
+
+def fidelity_table(run: RunData, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per method and point: share of the image budget, images seen, tau and top-10 % tau (mean ±
+    std over seeds), seeds; then the curve's cost per method."""
+    rows = []
+    if not len(curves):
+        return pd.DataFrame()
+    for m in [m for m in run.methods if m in set(curves["method"])]:
+        g = curves[curves["method"] == m]
+        for point, gp in g.groupby("point", sort=True):
+            row = {"method": m, "point": int(point), "budget share": f"{100 * gp['fraction'].iloc[0]:.1f}%",
+                   "images seen": int(gp["images_seen"].mean()), "source": ", ".join(sorted(set(gp["source"])))}
+            for metric, k in P.FIDELITY_PANELS:
+                v = gp[(gp["metric"] == metric) & (gp["k"].astype(str) == k)]["value"].to_numpy(dtype=float)
+                label = metric if not k else f"{metric}@{k}"
+                row[label] = (f"{np.nanmean(v):+.3f} ± {np.nanstd(v, ddof=1):.3f}" if np.isfinite(v).sum() > 1
+                              else (f"{np.nanmean(v):+.3f}" if np.isfinite(v).any() else "n/a"))
+            row["seeds"] = int(gp["seed"].nunique())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curve_cost_table(run: RunData) -> pd.DataFrame:
+    """What the curve cost each supernet method: seconds scoring points / job wall time."""
+    rows = []
+    for m in run.methods:
+        jobs = [r for r in run.results.values() if r["method"] == m and r.get("curve") and r.get("status") == "done"]
+        if not jobs:
+            continue
+        sec = np.array([r["curve"]["seconds"] for r in jobs], dtype=float)
+        wall = np.array([r.get("wall_s", np.nan) for r in jobs], dtype=float)
+        rows.append({"method": m, "jobs": len(jobs), "points": len(jobs[0]["curve"]["points"]),
+                     "archs per point": jobs[0]["curve"]["archs"], "curve scoring (s, mean)": _fmt(sec.mean(), 1),
+                     "job wall (s, mean)": _fmt(np.nanmean(wall), 1),
+                     "overhead": f"{100 * np.nansum(sec) / max(np.nansum(wall - sec), 1e-9):.1f}%",
+                     "scorer at points before 100 %": jobs[0]["curve"].get("scorer_note") or "the method's own"})
+    return pd.DataFrame(rows)
+
+
 def gt_ceiling(run: RunData) -> dict | None:
     """The ground truth's own noise for the run's GT column: its tau between GT seeds (the ceiling
     any estimator can reach on these architectures), per-architecture std, and a plain verdict.
@@ -404,6 +471,7 @@ def _json_table(obj, max_rows: int = 60) -> pd.DataFrame:
 
 # --- the report -------------------------------------------------------------------------
 SECTIONS = (("overview", "Overview"), ("summary", "Summary"), ("jobs", "Jobs"), ("ranking", "Ranking quality"),
+            ("fidelity", "Ranking fidelity vs training budget"),
             ("diagnostics", "Training diagnostics"), ("artefacts", "Method artefacts"),
             ("metrics", "All metrics"), ("manifest", "Manifest"), ("notes", "Notes"))
 
@@ -437,6 +505,16 @@ def build_figures(run: RunData, figs: _Figures) -> None:
     else:
         run.notes.append("score-vs-GT, ranking-stability and top-k plots skipped: ground truth or estimates "
                          "unavailable")
+    curves = load_curves(run)
+    if len(curves):
+        curve_methods = [m for m in methods if m in set(curves["method"])]
+        ceiling = gt_ceiling(run)
+        figs.add("fidelity", "fidelity_curves", f"Ranking fidelity over training against {run.gt_column}: each "
+                 "supernet job scores a fixed architecture subset at log-spaced points of its own image budget "
+                 "(the last point is its final scores); line = mean over seeds, band = min..max over seeds; "
+                 "dashed = reference rows (params, flops, best zero-cost row present: no training).",
+                 lambda: P.fidelity_curves(curves, curve_methods, curve_reference_values(run),
+                                           ceiling["tau"] if ceiling else None, run.gt_column))
     for m in run.methods:
         diags = run.diagnostics.get(m)
         if not diags:
@@ -553,6 +631,8 @@ def write_report(run_dir: Path) -> Path:
     metrics_all = all_metrics_table(run)
     overhead = overhead_table(run)
     facts = manifest_facts(run)
+    fidelity = fidelity_table(run, load_curves(run))
+    curve_cost = curve_cost_table(run)
     with PdfPages(pdf_tmp, metadata={"Title": title, "Creator": f"supernet-harness {harness.__version__}"}) as pdf:
         _text_pages(pdf, title, subtitle.replace(" · ", "\n") + "\n\n" + "\n".join(
             textwrap.fill(f"{a:<24} {b}", 128, subsequent_indent=" " * 25) for a, b in facts.itertuples(index=False)))
@@ -564,6 +644,11 @@ def write_report(run_dir: Path) -> Path:
                 plt.close(fig)
         figs = _Figures(fig_dir, pdf, run.notes)
         build_figures(run, figs)
+        for t, df in (("Ranking fidelity vs training budget", fidelity), ("Fidelity curve: cost", curve_cost)):
+            if len(df):
+                for fig in P.table_figure(t, df):
+                    pdf.savefig(fig)
+                    plt.close(fig)
         if len(overhead):
             for fig in P.table_figure("Diagnostics hooks: cost and feature cosine", overhead):
                 pdf.savefig(fig)
@@ -605,6 +690,12 @@ def write_report(run_dir: Path) -> Path:
         ("jobs", "Jobs", "<p>One row per (method, seed). The tau CI resamples architectures "
          f"({TAU_BOOTSTRAP_RESAMPLES} bootstrap resamples).</p>" + html_table(jobs, status_cls)),
         ("ranking", "Ranking quality", figs_in("ranking")),
+        ("fidelity", "Ranking fidelity vs training budget",
+         (figs_in("fidelity") + "<h3>Per point</h3>" + html_table(fidelity)
+          + "<h3>What the curve cost</h3><p>Scoring the points runs inside training (RNG streams, counters "
+          "and weights untouched); overhead = curve seconds / the rest of the job's wall time.</p>"
+          + html_table(curve_cost)) if len(fidelity) else
+         '<p class="note">No fidelity curve in this run (reference rows only, or curve_points=0).</p>'),
         ("diagnostics", "Training diagnostics",
          "<p>Recorded by hooks during supernet training (Pi-NAS parameter and feature shift). "
          "Overhead = time inside the hooks / the rest of the training wall time.</p>"

@@ -251,6 +251,22 @@ def job_metrics(scores: pd.DataFrame, gt, space, columns, picked: str | None) ->
     return rows
 
 
+def collect_results(run_dir: Path, cfg: RunConfig) -> list[dict]:
+    """Every job's ``result.json``; jobs without one are ``pending``."""
+    out = []
+    for m in cfg.methods:
+        for s in cfg.seeds:
+            path = run_dir / "jobs" / job_name(m, s) / "result.json"
+            out.append(read_json(path) if path.is_file() else {"method": m, "seed": s, "status": "pending"})
+    return out
+
+
+def ordered_results(cfg: RunConfig, results: list[dict]) -> list[dict]:
+    """Method-major order (as the run lists methods, then seeds), whatever order jobs ran in."""
+    rank = {(m, s): i for i, (m, s) in enumerate((m, s) for m in cfg.methods for s in cfg.seeds)}
+    return sorted(results, key=lambda r: rank.get((r["method"], r["seed"]), len(rank)))
+
+
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["method", "gt", "subset", "metric", "k"]
@@ -400,7 +416,15 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
         write_json(run_dir / "manifest.json", manifest)
         from harness.executors import run_jobs
 
-        results = run_jobs(run_dir, cfg, archs, hooks_factory)
+        def refresh(_result: dict | None = None) -> None:
+            """Aggregate what has finished so far (the rest `pending`): a study stopped part-way
+            still has its metrics, curves and summary, and resumes with the same --out."""
+            partial = ordered_results(cfg, collect_results(run_dir, cfg))
+            manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in partial}
+            aggregate(run_dir, cfg, archs, gt, gt_columns, partial, manifest)
+
+        refresh()
+        results = ordered_results(cfg, run_jobs(run_dir, cfg, archs, hooks_factory, on_result=refresh))
         manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in results}
         manifest["timings"] = {"data_s": t_data, "total_s": time.perf_counter() - t0,
                                "jobs_wall_s": sum(r.get("wall_s", 0) for r in results)}

@@ -53,6 +53,12 @@ def test_sigkill_then_resume_gives_identical_estimates(shared_dir, tmp_path):
     a = pd.read_csv(ref / "estimates.csv")
     b = pd.read_csv(out / "estimates.csv")
     pd.testing.assert_frame_equal(a, b)
+    # fidelity-curve points survive the kill: the same points, scores and metrics as uninterrupted
+    ca = pd.read_csv(ref / "jobs" / "spos-s0" / "curve_scores.csv")
+    cb = pd.read_csv(out / "jobs" / "spos-s0" / "curve_scores.csv")
+    assert ca["point"].nunique() == 4  # smoke: 4 points
+    pd.testing.assert_frame_equal(ca, cb)
+    pd.testing.assert_frame_equal(pd.read_csv(ref / "curves.csv"), pd.read_csv(out / "curves.csv"))
 
 
 def _train(job, steps_done_cb=None):

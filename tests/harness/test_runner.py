@@ -77,3 +77,26 @@ def test_rerun_with_other_config_is_refused(tiny_run, shared_dir):
 
     with pytest.raises(ConfigError, match="different config"):
         run(tiny_config(shared_dir, tiny_run, archs="sample:31"))
+
+
+@pytest.mark.slow
+def test_curve_last_point_equals_final_metrics(tiny_run):
+    """The 100 % point of every supernet job is the job's own final metrics on the curve subset."""
+    curves = pd.read_csv(tiny_run / "curves.csv")
+    met = pd.read_csv(tiny_run / "metrics.csv")
+    assert set(curves["method"]) == {"spos"}  # reference rows train nothing: no curve
+    n_points = curves["point"].nunique()
+    assert n_points >= 2
+    for seed in (0, 1):
+        job = curves[(curves.seed == seed)]
+        last = job[job.point == job.point.max()]
+        assert (last["fraction"] == 1.0).all() and (last["source"] == "final").all()
+        # 30 scored archs, smoke's curve subset is 100: the curve scores all of them
+        ref = met[(met.method == "spos") & (met.seed == seed) & (met.subset == "scored")]
+        merged = last.merge(ref, on=["gt", "metric", "k"], suffixes=("_curve", "_final"))
+        assert len(merged) == len(ref) > 5
+        assert (merged["value_curve"].fillna(-9) == merged["value_final"].fillna(-9)).all()
+        # earlier points come from training, in order of images seen
+        assert job.groupby("point")["images_seen"].first().is_monotonic_increasing
+    per_job = pd.read_csv(tiny_run / "jobs" / "spos-s0" / "curves.csv")
+    assert len(per_job) == len(curves[curves.seed == 0])
