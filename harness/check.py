@@ -232,12 +232,6 @@ def paired_compare(run_a, run_b, *, n_boot: int = 2000, seed: int = 0, level: fl
     from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, paired_table
 
     notes: list[str] = []
-    truth = {**(run_b.gt_map or {}), **(run_a.gt_map or {})}
-    if not truth:
-        return pd.DataFrame(columns=TABLE_COLUMNS), ["paired test skipped: ground truth unavailable for both runs"]
-    if run_a.gt_column != run_b.gt_column:
-        notes.append(f"runs use different ground-truth columns ({run_a.gt_column} vs {run_b.gt_column}); "
-                     f"the paired test uses A's ({run_a.gt_column})")
     frames, pairs = [], []
     for tag, run in (("A", run_a), ("B", run_b)):
         est = run.estimates
@@ -254,7 +248,14 @@ def paired_compare(run_a, run_b, *, n_boot: int = 2000, seed: int = 0, level: fl
         if f"{m} (A)" in present and f"{m} (B)" in present:
             pairs.append((f"{m} (A)", f"{m} (B)"))
     if not pairs:
-        return pd.DataFrame(columns=TABLE_COLUMNS), ["paired test skipped: no method has estimates in both runs"]
+        return pd.DataFrame(columns=TABLE_COLUMNS), ["paired test skipped: no method has scored estimates "
+                                                     "(estimates.csv) in both runs"]
+    truth = {**(run_b.gt_map or {}), **(run_a.gt_map or {})}
+    if not truth:
+        return pd.DataFrame(columns=TABLE_COLUMNS), ["paired test skipped: ground truth unavailable for both runs"]
+    if run_a.gt_column != run_b.gt_column:
+        notes.append(f"runs use different ground-truth columns ({run_a.gt_column} vs {run_b.gt_column}); "
+                     f"the paired test uses A's ({run_a.gt_column})")
     df = paired_table(est, truth, pairs, gt=run_a.gt_column, n_boot=n_boot, seed=seed, level=level)
     notes.append("diff = tau(A) - tau(B), mean over shared seeds; CI: hierarchical bootstrap (seeds, then "
                  "architectures) se with a t quantile on n_seeds-1 df; a verdict needs the CI to exclude 0, "
