@@ -55,12 +55,44 @@ class Budget:
         for key in changes:
             if key not in fields:
                 raise unknown_name("budget field", key, fields)
+        for key, value in changes.items():
+            check_field(key, value)
         try:
             new = dataclasses.replace(self, **changes)
         except TypeError as exc:  # pragma: no cover - dataclasses reports the field
             raise ConfigError(f"bad budget override {changes}: {exc}") from None
         # the manifest's note must describe the budget actually run (e.g. after --set epochs=100)
         return new if "note" in changes else dataclasses.replace(new, note=new.describe())
+
+
+# field -> (type, lower bound, bound inclusive?): checked for every override before a run starts,
+# so `--set epochs=-3` or `--set lr=abc` is one line naming the field, not a silent or late failure
+_NUMERIC = {"channels": (int, 1, True), "cells": (int, 1, True), "resolution": (int, 4, True),
+            "epochs": (float, 0, False), "batch_size": (int, 1, True), "lr": (float, 0, False),
+            "momentum": (float, 0, True), "weight_decay": (float, 0, True), "score_size": (int, 1, True),
+            "eval_batch_size": (int, 1, True), "recal_batches": (int, 1, True), "threads": (int, 1, True),
+            "checkpoint_every": (int, 0, True), "standalone_epochs": (float, 0, False),
+            "curve_points": (int, 0, True), "curve_archs": (int, 0, True)}
+BN_MODES = ("batch", "recal")
+
+
+def check_field(key: str, value) -> None:
+    """Raise ConfigError when ``value`` is not allowed for budget field ``key``."""
+    if key in _NUMERIC:
+        kind, low, inclusive = _NUMERIC[key]
+        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else \
+            (isinstance(value, (int, float)) and not isinstance(value, bool))
+        what = "a whole number" if kind is int else "a number"
+        bound = f">= {low}" if inclusive else f"> {low}"
+        if not ok_type or not (value >= low if inclusive else value > low) or value != value:
+            raise ConfigError(f"budget field {key}={value!r}: must be {what} {bound} (e.g. --set {key}="
+                              f"{getattr(BUDGETS['smoke'], key) if 'BUDGETS' in globals() else low})")
+        if key == "momentum" and value >= 1:
+            raise ConfigError(f"budget field momentum={value!r}: must be in [0, 1)")
+    elif key == "bn_mode" and value not in BN_MODES:
+        raise ConfigError(f"budget field bn_mode={value!r}: use one of {', '.join(BN_MODES)}")
+    elif key == "nesterov" and not isinstance(value, bool):
+        raise ConfigError(f"budget field nesterov={value!r}: use true or false")
 
 
 def _budget(name: str, purpose: str, **fields) -> Budget:

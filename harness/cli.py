@@ -53,6 +53,7 @@ def cmd_run(args) -> int:
         device=args.device or _auto_device(), precision=args.precision, executor=args.executor, jobs=args.jobs,
         progress=not args.no_progress, report=not args.no_report, budget_overrides=_overrides(args.set),
         copy_isomorphic=args.copy_isomorphic, max_retries=args.max_retries,
+        compare=tuple(_csv_list(args.compare)) if args.compare else (),
         **({"ray_address": args.ray_address} if args.ray_address and _has_field("ray_address") else {}),
     )
     run(cfg)
@@ -81,7 +82,9 @@ def cmd_list(args) -> int:
 
     print("suites:  " + ", ".join(sorted(SUITES)))
     print("methods: " + ", ".join(method_names()))
-    print("budgets: " + ", ".join(f"{b.name} ({b.note})" for b in BUDGETS.values()))
+    print("budgets:")
+    for b in BUDGETS.values():
+        print(f"  {b.name:<7} {b.note}")
     print("ground-truth columns (nb201): " + ", ".join(NB201_COLUMNS))
     return 0
 
@@ -132,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score one architecture per isomorphism class and copy its score to the others (labelled "
                         "in the manifest; isomorphic cells have different supernet weights)")
     r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--compare", default=None, metavar="A:B[,C:D]",
+                   help="extra method pairs for the paired tau test (every method is compared with spos and params)")
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a budget field (recorded)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--no-report", action="store_true")

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from harness.budgets import BN_MODES
 from harness.spaces.base import Arch
 from methods.base import Collapsed, Scorer
 
-BN_MODES = ("batch", "recal")
 
 
 def _bns(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:

@@ -33,6 +33,7 @@ from harness import plots as P  # noqa: E402
 from harness.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
 from harness.diagnostics import DIAG_DIR, load_diagnostics  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.paired import MULTIPLE_COMPARISONS_NOTE  # noqa: E402
 from harness.store import atomic_write_text, read_json, write_csv  # noqa: E402
 
 # Rows that need no supernet training: drawn as reference lines. The runner attaches diagnostics
@@ -331,6 +332,24 @@ def curve_cost_table(run: RunData) -> pd.DataFrame:
                      "overhead": f"{100 * np.nansum(sec) / max(np.nansum(wall - sec), 1e-9):.1f}%",
                      "scorer at points before 100 %": jobs[0]["curve"].get("scorer_note") or "the method's own"})
     return pd.DataFrame(rows)
+
+
+PAIRED_TEXT = ("Kendall-tau difference A - B per pair, paired by seed and architecture. The interval comes from "
+               "a hierarchical bootstrap (resample seeds, then the same architectures within each seed) with a "
+               "small-sample t correction; 'A > B (95 %)' needs the interval to exclude 0 and the same sign on "
+               "every seed, and fewer than 3 seeds are never called. " + MULTIPLE_COMPARISONS_NOTE)
+
+
+def paired_view(run: RunData) -> pd.DataFrame:
+    """``paired.csv`` for the run's GT column, formatted."""
+    df = _read_csv(run.run_dir / "paired.csv", ["a", "b", "gt", "n_seeds", "n_archs", "diff", "ci_low", "ci_high",
+                                                "verdict", "per_seed"])
+    if not len(df):
+        return df
+    df = df[df["gt"] == run.gt_column].drop(columns="gt")
+    df["diff"] = df["diff"].map(lambda v: f"{v:+.3f}")
+    df["95% CI"] = [f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else "n/a" for lo, hi in zip(df["ci_low"], df["ci_high"])]
+    return df[["a", "b", "n_seeds", "n_archs", "diff", "95% CI", "per_seed", "verdict"]]
 
 
 def gt_ceiling(run: RunData) -> dict | None:
@@ -632,13 +651,16 @@ def write_report(run_dir: Path) -> Path:
     overhead = overhead_table(run)
     facts = manifest_facts(run)
     fidelity = fidelity_table(run, load_curves(run))
+    paired = paired_view(run)
     curve_cost = curve_cost_table(run)
     with PdfPages(pdf_tmp, metadata={"Title": title, "Creator": f"supernet-harness {harness.__version__}"}) as pdf:
         _text_pages(pdf, title, subtitle.replace(" · ", "\n") + "\n\n" + "\n".join(
             textwrap.fill(f"{a:<24} {b}", 128, subsequent_indent=" " * 25) for a, b in facts.itertuples(index=False)))
         for t, df in ((f"Summary (ground truth {run.gt_column}; mean ± std [bootstrap 95% CI] over seeds)", summary),
                       *((("Kendall tau against each ground-truth column (mean ± std over seeds)", by_gt),)
-                        if len(by_gt) else ()), ("Jobs", jobs)):
+                        if len(by_gt) else ()),
+                      *((("Paired tau differences (hierarchical bootstrap; not adjusted for multiple comparisons)",
+                          paired),) if len(paired) else ()), ("Jobs", jobs)):
             for fig in P.table_figure(t, df):
                 pdf.savefig(fig)
                 plt.close(fig)
@@ -685,6 +707,8 @@ def write_report(run_dir: Path) -> Path:
         ("summary", "Summary", f"<p>Ground truth <b>{html.escape(run.gt_column)}</b>, subset <i>scored</i>; "
          "mean ± std [bootstrap 95% CI] over seeds. Failed or collapsed seeds give no value and are counted in "
          "<i>jobs ok</i>.</p>" + ceiling_html + failed_html + html_table(summary)
+         + (f"<h3>Paired comparisons</h3><p>{html.escape(PAIRED_TEXT)}</p>" + html_table(paired)
+            if len(paired) else "")
          + (f"<h3>Kendall tau against each ground-truth column</h3><p>{html.escape(_fidelity_text(m))}</p>"
             + html_table(by_gt) if len(by_gt) else "")),
         ("jobs", "Jobs", "<p>One row per (method, seed). The tau CI resamples architectures "

@@ -33,6 +33,7 @@ from harness.data.splits import make_splits
 from harness.data.tensors import to_float
 from harness.errors import ConfigError, HarnessError
 from harness.job import HookList, JobContext, TaskData
+from harness.paired import MULTIPLE_COMPARISONS_NOTE, default_pairs, paired_table
 from harness.spaces.base import Arch
 from harness.store import RunLock, read_json, write_csv, write_json
 from harness.suites import get_suite
@@ -67,12 +68,18 @@ class RunConfig:
     progress: bool = True
     report: bool = True
     budget_overrides: tuple[tuple[str, object], ...] = ()
+    compare: tuple[str, ...] = ()  # extra "A:B" pairs for the paired tau test (beside X vs spos / params)
 
     def resolved_budget(self) -> Budget:
         b = get_budget(self.budget)
         shape = get_suite(self.suite).shape_budget  # probe suites: their shapes for this budget name
         b = shape(b) if shape is not None else b
         return b.replace(**dict(self.budget_overrides)) if self.budget_overrides else b
+
+
+# how a run is executed, never what it computes: resuming with other values continues the run
+EXECUTION_FIELDS = frozenset({"out", "progress", "jobs", "executor", "ray_address", "max_retries", "report", "compare",
+                              "data_dir", "cache_dir"})
 
 
 def default_data_dir() -> Path | None:
@@ -308,8 +315,39 @@ def aggregate(run_dir: Path, cfg: RunConfig, archs: list[Arch], gt, gt_columns, 
     write_csv(run_dir / "metrics.csv", metrics)
     write_csv(run_dir / "summary.csv", summary)
     write_csv(run_dir / CURVES, pd.DataFrame(curve_rows, columns=CURVE_COLUMNS))
+    write_csv(run_dir / PAIRED, paired_comparisons(estimates, gt, space, gt_columns, cfg))
     write_json(run_dir / "manifest.json", manifest)
     return summary
+
+
+PAIRED = "paired.csv"
+
+
+def paired_comparisons(estimates: pd.DataFrame, gt, space, gt_columns, cfg: RunConfig) -> pd.DataFrame:
+    """Every finished method against spos and params (and the run's --compare pairs): the paired
+    hierarchical-bootstrap test of the Kendall-tau difference, per GT column."""
+    done = list(dict.fromkeys(estimates["method"])) if len(estimates) else []
+    pairs = [(a, b) for a, b in default_pairs(done, cfg.compare) if a in done and b in done]
+    frames = []
+    for column in gt_columns:
+        if pairs:
+            frames.append(paired_table(estimates, lambda archs, c=column: gt.values([space.parse(a) for a in archs], c),
+                                       pairs, gt=column))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["a", "b", "gt", "n_seeds", "n_archs", "diff", "ci_low", "ci_high", "verdict", "per_seed"])
+
+
+def paired_text(paired: pd.DataFrame, gt_column: str) -> str:
+    rows = paired[paired["gt"] == gt_column] if len(paired) else paired
+    if not len(rows):
+        return ""
+    lines = [f"paired Kendall-tau differences (A - B) against {gt_column}: hierarchical bootstrap over seeds, then "
+             f"architectures; {MULTIPLE_COMPARISONS_NOTE}",
+             f"{'A':<14}{'B':<14}{'diff':>9}{'95% CI':>20}  {'per seed':<24}verdict"]
+    for r in rows.itertuples():
+        ci = f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]" if np.isfinite(r.ci_low) else "n/a"
+        lines.append(f"{r.a:<14}{r.b:<14}{r.diff:>+9.3f}{ci:>20}  {str(r.per_seed):<24}{r.verdict}")
+    return "\n".join(lines)
 
 
 def summary_table(summary: pd.DataFrame, results: list[dict], gt_column: str) -> str:
@@ -394,7 +432,7 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
         if prev.exists():
             old = read_json(prev).get("config", {})
             mine = json_config(cfg)
-            diff = sorted(k for k in mine if k not in ("out", "progress") and old.get(k) != mine[k])
+            diff = sorted(k for k in mine if k not in EXECUTION_FIELDS and old.get(k) != mine[k])
             if diff:
                 raise ConfigError(f"run folder {run_dir} holds a run with a different config ({', '.join(diff)}); "
                                   f"use another --out or the same flags to resume")
@@ -435,6 +473,9 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
         print(summary_table(summary, results, gt_columns[0]), file=out_stream)
         for column in gt_columns[1:]:
             print("\n" + summary_table(summary, results, column), file=out_stream)
+        text = paired_text(pd.read_csv(run_dir / PAIRED), gt_columns[0])
+        if text:
+            print("\n" + text, file=out_stream)
         if manifest.get("gt_quality"):
             from harness.standalone import format_quality
 
