@@ -66,11 +66,11 @@ class RunData:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, columns: list[str], dtype: dict | None = None) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=columns)
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=columns)
 
@@ -343,7 +343,7 @@ PAIRED_TEXT = ("Kendall-tau difference A - B per pair, paired by seed and archit
 def paired_view(run: RunData) -> pd.DataFrame:
     """``paired.csv`` for the run's GT column, formatted."""
     df = _read_csv(run.run_dir / "paired.csv", ["a", "b", "gt", "n_seeds", "n_archs", "diff", "ci_low", "ci_high",
-                                                "verdict", "per_seed"])
+                                                "verdict", "per_seed"], dtype={"per_seed": str})
     if not len(df):
         return df
     df = df[df["gt"] == run.gt_column].drop(columns="gt")

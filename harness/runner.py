@@ -473,7 +473,7 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
         print(summary_table(summary, results, gt_columns[0]), file=out_stream)
         for column in gt_columns[1:]:
             print("\n" + summary_table(summary, results, column), file=out_stream)
-        text = paired_text(pd.read_csv(run_dir / PAIRED), gt_columns[0])
+        text = paired_text(pd.read_csv(run_dir / PAIRED, dtype={"per_seed": str}), gt_columns[0])
         if text:
             print("\n" + text, file=out_stream)
         if manifest.get("gt_quality"):
