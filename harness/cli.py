@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -56,7 +57,14 @@ def cmd_run(args) -> int:
         compare=tuple(_csv_list(args.compare)) if args.compare else (),
         **({"ray_address": args.ray_address} if args.ray_address and _has_field("ray_address") else {}),
     )
-    run(cfg)
+    run_dir = run(cfg)
+    # 0: every job done; 1: the run finished (its folder is complete) but some job failed or collapsed
+    jobs = json.loads((run_dir / "manifest.json").read_text()).get("jobs", {})
+    bad = sorted(name for name, r in jobs.items() if r.get("status") != "done")
+    if bad:
+        print(f"harness: {len(bad)} of {len(jobs)} job(s) did not finish: {', '.join(bad)} (see the run folder)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -33,7 +33,7 @@ from harness.data.splits import make_splits
 from harness.data.tensors import to_float
 from harness.errors import ConfigError, HarnessError
 from harness.job import HookList, JobContext, TaskData
-from harness.paired import MULTIPLE_COMPARISONS_NOTE, default_pairs, paired_table
+from harness.paired import MULTIPLE_COMPARISONS_NOTE, default_pairs, paired_table, parse_pair
 from harness.spaces.base import Arch
 from harness.store import RunLock, read_json, write_csv, write_json
 from harness.suites import get_suite
@@ -392,6 +392,12 @@ def validate_config(cfg: RunConfig) -> None:
     # with Ray the GPUs are the workers' (a cluster's head node may have none)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available() and cfg.executor != "ray":
         raise ConfigError(f"--device {cfg.device}: no CUDA device is available here; use --device cpu")
+    if cfg.jobs < 1:
+        raise ConfigError(f"--jobs {cfg.jobs}: give 1 or more worker processes")
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ConfigError(f"--out {cfg.out} is an existing file; name a folder (new, or a run folder to resume)")
+    for pair in cfg.compare:
+        parse_pair(pair)
     if cfg.max_retries < 0:
         raise ConfigError(f"--max-retries {cfg.max_retries}: give 0 or more")
     if cfg.copy_isomorphic:

@@ -22,6 +22,13 @@ SPACE = Nb201Space()
     (["run", "--set", "epochs"], "malformed --set 'epochs'"),
     (["run", "--ray-address", "127.0.0.1:6379"], "--ray-address needs --executor ray"),
     (["run", "--device", "cuda:0"], "no CUDA device"),
+    (["run", "--set", "epochs=-3"], "budget field epochs=-3: must be a number > 0"),
+    (["run", "--set", "lr=abc"], "budget field lr='abc': must be a number > 0"),
+    (["run", "--set", "batch_size=1.5"], "budget field batch_size=1.5: must be a whole number >= 1"),
+    (["run", "--set", "bn_mode=mean"], "budget field bn_mode='mean': use one of batch, recal"),
+    (["run", "--set", "curve_points=-1"], "budget field curve_points=-1"),
+    (["run", "--jobs", "0"], "--jobs 0: give 1 or more"),
+    (["run", "--compare", "fairnas"], "malformed pair 'fairnas'"),
 ])
 def test_bad_flags_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -35,6 +42,15 @@ def test_bad_flags_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_out_naming_a_file_is_refused_and_left_alone(capsys, tmp_path):
+    out = tmp_path / "a-file"
+    out.write_text("mine")
+    assert main(["run", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is an existing file" in err and len(err.splitlines()) == 1
+    assert out.read_text() == "mine"
 
 
 def test_bad_arch_set_and_gt(capsys, tmp_path, shared_dir):

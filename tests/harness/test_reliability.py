@@ -141,6 +141,18 @@ def test_failed_job_does_not_stop_others(shared_dir, tmp_path):
     assert (bad.status == "failed").all() and bad.value.isna().all()
 
 
+@pytest.mark.slow
+def test_cli_exit_code_1_when_a_job_failed(shared_dir, tmp_path, capsys):
+    from harness.cli import main
+
+    common = ["--seeds", "0", "--archs", "sample:10", "--no-progress", "--no-report", "--data-dir", str(shared_dir),
+              "--set", "epochs=0.05", "--set", "score_size=128", "--set", "threads=1"]
+    assert main(["run", "--methods", "test-nan-loss,params", "--out", str(tmp_path / "bad"), *common]) == 1
+    assert "1 of 2 job(s) did not finish: test-nan-loss-s0" in capsys.readouterr().err
+    assert (tmp_path / "bad" / "metrics.csv").is_file()  # the run folder is complete
+    assert main(["run", "--methods", "params", "--out", str(tmp_path / "good"), *common]) == 0
+
+
 def test_lock_refuses_second_writer_and_takes_over_stale(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
