@@ -100,3 +100,37 @@ def test_curve_last_point_equals_final_metrics(tiny_run):
         assert job.groupby("point")["images_seen"].first().is_monotonic_increasing
     per_job = pd.read_csv(tiny_run / "jobs" / "spos-s0" / "curves.csv")
     assert len(per_job) == len(curves[curves.seed == 0])
+
+
+def test_interrupted_run_has_partial_results_and_report(shared_dir, tmp_path, monkeypatch):
+    """A run stopped after its first jobs: metrics, summary and the report exist, with the rest
+    `pending`; the same command then resumes and finishes (seed-major order: params-s0, flops-s0 first)."""
+    import harness.runner as R
+    from harness.report import write_report
+
+    real = R.run_job
+    calls = []
+
+    def stop_after_two(run_dir, cfg, method, seed, archs, hooks_factory=None):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append((method, seed))
+        return real(run_dir, cfg, method, seed, archs, hooks_factory)
+
+    monkeypatch.setattr(R, "run_job", stop_after_two)
+    cfg = tiny_config(shared_dir, tmp_path / "partial", methods=("params", "flops"), seeds=(0, 1))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    assert calls == [("params", 0), ("flops", 0)]
+    man = json.loads((tmp_path / "partial" / "manifest.json").read_text())
+    assert man["status"] == "running"
+    assert {k: v["status"] for k, v in man["jobs"].items()} == {
+        "params-s0": "done", "params-s1": "pending", "flops-s0": "done", "flops-s1": "pending"}
+    met = pd.read_csv(tmp_path / "partial" / "metrics.csv")
+    assert set(met[met.status == "pending"].seed) == {1}
+    html = write_report(tmp_path / "partial").read_text()
+    assert "pending" in html
+    monkeypatch.setattr(R, "run_job", real)
+    run(cfg)
+    man = json.loads((tmp_path / "partial" / "manifest.json").read_text())
+    assert man["status"] == "done" and all(v["status"] == "done" for v in man["jobs"].values())
