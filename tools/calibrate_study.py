@@ -5,7 +5,9 @@ a longer run) in ``ROOT/<candidate>/s<seed>``; wall and CPU time (getrusage of t
 recorded beside Kendall tau / Spearman against cifar10_test_200ep on the 300-architecture default
 set. Re-running skips finished rows and resumes an interrupted job from its checkpoint.
 
-    python tools/calibrate_study.py ROOT [candidate ...]
+    python tools/calibrate_study.py ROOT [candidate ...]     # run (resumes)
+    python tools/calibrate_study.py --table ROOT              # the markdown table (README, closing note)
+    python tools/calibrate_study.py --export ROOT DEST        # copy the run folders without checkpoints
 """
 from __future__ import annotations
 
@@ -80,5 +82,45 @@ def main(root: Path, names: list[str]) -> None:
             print(row, flush=True)
 
 
+def table(root: Path) -> str:
+    """Per candidate: shape, epochs, per-seed tau, mean +- std, wall and CPU minutes per job."""
+    import statistics
+
+    with open(root / "calibration.csv") as f:
+        rows = list(csv.DictReader(f))
+    lines = ["| candidate | shape | epochs | Kendall tau per seed | mean ± std | Spearman mean | wall min / job | "
+             "CPU min / job |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in dict.fromkeys(r["candidate"] for r in rows):
+        rs = [r for r in rows if r["candidate"] == name]
+        ov = dict(kv.split("=") for kv in rs[0]["overrides"].split(";"))
+        taus = [float(r["kendall_tau"]) for r in rs]
+        sd = f"{statistics.stdev(taus):.3f}" if len(taus) > 1 else "n/a"
+        per = ", ".join(f"s{r['seed']} {float(r['kendall_tau']):+.3f}" for r in rs)
+        lines.append(f"| {name} | C={ov.get('channels', 8)}, N=1, 16 px | {ov['epochs']} | {per} | "
+                     f"{statistics.mean(taus):+.3f} ± {sd} | "
+                     f"{statistics.mean(float(r['spearman_rho']) for r in rs):+.3f} | "
+                     f"{statistics.mean(float(r['wall_s']) for r in rs) / 60:.1f} | "
+                     f"{statistics.mean(float(r['cpu_s']) for r in rs) / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def export(root: Path, dest: Path) -> None:
+    """The committed record: calibration.csv, the driver logs and each run folder minus checkpoints."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in root.rglob("*"):
+        rel = src.relative_to(root)
+        if src.is_dir() or ".pt" in src.name or src.name.endswith(".tmp") or src.name == ".lock":
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    if sys.argv[1] == "--table":
+        print(table(Path(sys.argv[2])))
+    elif sys.argv[1] == "--export":
+        export(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]), sys.argv[2:])
