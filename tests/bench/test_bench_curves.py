@@ -8,7 +8,8 @@ full `study` job would carry, ``(points - 1) x point / (steps x step)`` (the las
 final scores, which every job computes anyway). Pi-NAS's point also runs a shortened linear
 evaluation whose length scales with the budget: its measured per-step cost is extrapolated to the
 `study` budget's linear steps. Timings are reported (benchmark.extra_info and the printed table),
-never asserted; the issue's target is <= 15 % for SPOS.
+never asserted; the issue's target is <= 15 % for SPOS. Run it on an idle machine: with another
+2-thread job beside it, oversubscribed cores make both many times slower.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 from harness.budgets import get_budget
 from harness.cli_bench import TRAIN_SPLIT_IMAGES, make_bench_job
 from harness.curves import FidelityCurveHook, curve_fractions
-from methods.base import create_method
+from methods.base import Collapsed, create_method
 from methods.pinas import PinasConfig, linear_evaluation
 
 METHODS = ("spos", "fairnas", "kshot", "pinas", "senas", "stcnas")
@@ -58,7 +59,10 @@ def test_bench_curve_overhead(benchmark, method):
 
         def fit():
             t0 = time.perf_counter()
-            m.fit(job)
+            try:
+                m.fit(job)
+            except Collapsed:  # synthetic images and 24 steps: a method may collapse after the point was scored
+                pass
             runs.append(time.perf_counter() - t0)
 
         benchmark.pedantic(fit, rounds=1, iterations=1)
@@ -83,5 +87,6 @@ def test_bench_curve_overhead(benchmark, method):
                "archs": len(archs), "study_job_train_s": round(study_steps * step_s), "overhead": f"{100 * overhead:.1f}%"}
         benchmark.extra_info.update(rec)
         RESULTS[method] = rec
+        print(f"\ncurve overhead {method}: {rec}", flush=True)
     finally:
         setup.close()
