@@ -105,7 +105,7 @@ def _optional(module: str, what: str):
 
 
 def cmd_report(args) -> int:
-    _optional("harness.report", "report").write_report(Path(args.run_dir))
+    _optional("harness.report", "report").write_report(Path(args.run_dir), embed_figures=not args.link_figures)
     return 0
 
 
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write report.html and report.pdf for a run folder")
     rep.add_argument("run_dir")
+    rep.add_argument("--link-figures", action="store_true",
+                     help="reference figures/*.png instead of embedding them (small report.html, e.g. to commit)")
     rep.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("check", help="CI gates: thresholds on a run's metrics")

@@ -602,10 +602,12 @@ def html_table(df: pd.DataFrame, row_class=None) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _figure_html(f: Figure) -> str:
-    data = base64.b64encode(f.png).decode("ascii")
+def _figure_html(f: Figure, embed: bool = True) -> str:
+    # embedded: one self-contained file; linked: figures/<name>.png beside it (committed baselines,
+    # where a single file of every figure would exceed the repository's 1 MiB per-file limit)
+    src = f"data:image/png;base64,{base64.b64encode(f.png).decode('ascii')}" if embed else f"figures/{f.name}.png"
     return (f'<figure id="fig-{html.escape(f.name)}"><img alt="{html.escape(f.name)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(f.caption)}</figcaption></figure>')
+            f'src="{html.escape(src)}"><figcaption>{html.escape(f.caption)}</figcaption></figure>')
 
 
 def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
@@ -632,8 +634,9 @@ def _text_pages(pdf: PdfPages, title: str, text: str, lines_per_page: int = 70, 
         plt.close(fig)
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write ``figures/``, ``report.html`` and ``report.pdf`` for a run folder; returns the HTML path."""
+def write_report(run_dir: Path, embed_figures: bool = True) -> Path:
+    """Write ``figures/``, ``report.html`` and ``report.pdf`` for a run folder; returns the HTML path.
+    ``embed_figures=False`` links ``figures/*.png`` instead of embedding them."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     fig_dir = run_dir / "figures"
@@ -691,7 +694,7 @@ def write_report(run_dir: Path) -> Path:
 
     def figs_in(section: str) -> str:
         items = [f for f in figs.items if f.section == section]
-        return "".join(_figure_html(f) for f in items) or '<p class="note">No figures in this section.</p>'
+        return "".join(_figure_html(f, embed_figures) for f in items) or '<p class="note">No figures in this section.</p>'
 
     status_cls = lambda row: row["status"] if row.get("status") in ("failed", "collapsed") else ""  # noqa: E731
     bad = jobs[jobs["status"] != "done"] if len(jobs) else jobs

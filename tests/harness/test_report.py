@@ -121,6 +121,19 @@ def test_html_self_contained_and_escaped(tiny_run):
     assert manifest["git_commit"] in text and manifest["harness_version"] in text
 
 
+def test_report_with_linked_figures_references_existing_files(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    text = R.write_report(run_dir, embed_figures=False).read_text()
+    assert "data:image/png" not in text
+    linked = re.findall(r'src="(figures/[^"]+\.png)"', text)
+    assert len(linked) >= 8 and all((run_dir / f).is_file() for f in linked)
+    assert "fidelity_curves" in "".join(linked)  # the tiny run's SPOS jobs have a curve
+    assert len(text) < len((tiny_run / "report.html").read_text()) / 3
+
+
 def test_html_renders_in_chromium_without_console_errors(tiny_run, tmp_path):
     page = tiny_run / "report.html"
     dom = _chromium_run(page, tmp_path, "--dump-dom")
