@@ -7,7 +7,7 @@ set. Re-running skips finished rows and resumes an interrupted job from its chec
 
     python tools/calibrate_study.py ROOT [candidate ...]     # run (resumes)
     python tools/calibrate_study.py --table ROOT              # the markdown table (README, closing note)
-    python tools/calibrate_study.py --export ROOT DEST        # copy the run folders without checkpoints
+    python tools/export_run.py ROOT DEST                      # copy the run folders without checkpoints
 """
 from __future__ import annotations
 
@@ -104,23 +104,8 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def export(root: Path, dest: Path) -> None:
-    """The committed record: calibration.csv, the driver logs and each run folder minus checkpoints."""
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for src in root.rglob("*"):
-        rel = src.relative_to(root)
-        if src.is_dir() or ".pt" in src.name or src.name.endswith(".tmp") or src.name == ".lock":
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / rel)
-
-
 if __name__ == "__main__":
     if sys.argv[1] == "--table":
         print(table(Path(sys.argv[2])))
-    elif sys.argv[1] == "--export":
-        export(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main(Path(sys.argv[1]), sys.argv[2:])
