@@ -33,7 +33,7 @@ from harness import plots as P  # noqa: E402
 from harness.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
 from harness.diagnostics import DIAG_DIR, load_diagnostics  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
-from harness.paired import MULTIPLE_COMPARISONS_NOTE  # noqa: E402
+from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS  # noqa: E402
 from harness.store import atomic_write_text, read_json, write_csv  # noqa: E402
 
 # Rows that need no supernet training: drawn as reference lines. The runner attaches diagnostics
@@ -342,8 +342,7 @@ PAIRED_TEXT = ("Kendall-tau difference A - B per pair, paired by seed and archit
 
 def paired_view(run: RunData) -> pd.DataFrame:
     """``paired.csv`` for the run's GT column, formatted."""
-    df = _read_csv(run.run_dir / "paired.csv", ["a", "b", "gt", "n_seeds", "n_archs", "diff", "ci_low", "ci_high",
-                                                "verdict", "per_seed"], dtype={"per_seed": str})
+    df = _read_csv(run.run_dir / "paired.csv", TABLE_COLUMNS, dtype={"per_seed": str})
     if not len(df):
         return df
     df = df[df["gt"] == run.gt_column].drop(columns="gt")

@@ -25,15 +25,15 @@ import torch
 import harness
 from harness import metrics as M
 from harness.archsets import resolve_archs
+from harness.budgets import Budget, get_budget, scale_down_record
 from harness.curves import (CURVE_COLUMNS, CURVES, FidelityCurveHook, curve_archs, curve_fractions,
                             job_curve_metrics, read_curve_scores, write_final_point)
-from harness.budgets import Budget, get_budget, scale_down_record
 from harness.data.cifar import load_cifar10
 from harness.data.splits import make_splits
 from harness.data.tensors import to_float
 from harness.errors import ConfigError, HarnessError
 from harness.job import HookList, JobContext, TaskData
-from harness.paired import MULTIPLE_COMPARISONS_NOTE, default_pairs, paired_table, parse_pair
+from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, default_pairs, paired_table, parse_pair
 from harness.spaces.base import Arch
 from harness.store import RunLock, read_json, write_csv, write_json
 from harness.suites import get_suite
@@ -42,6 +42,7 @@ from methods.base import JobFailed, create_method
 log = logging.getLogger("harness")
 
 DEFAULT_METHODS = ("spos", "params", "flops", "random")
+PAIRED = "paired.csv"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -320,9 +321,6 @@ def aggregate(run_dir: Path, cfg: RunConfig, archs: list[Arch], gt, gt_columns, 
     return summary
 
 
-PAIRED = "paired.csv"
-
-
 def paired_comparisons(estimates: pd.DataFrame, gt, space, gt_columns, cfg: RunConfig) -> pd.DataFrame:
     """Every finished method against spos and params (and the run's --compare pairs): the paired
     hierarchical-bootstrap test of the Kendall-tau difference, per GT column."""
@@ -333,8 +331,7 @@ def paired_comparisons(estimates: pd.DataFrame, gt, space, gt_columns, cfg: RunC
         if pairs:
             frames.append(paired_table(estimates, lambda archs, c=column: gt.values([space.parse(a) for a in archs], c),
                                        pairs, gt=column))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["a", "b", "gt", "n_seeds", "n_archs", "diff", "ci_low", "ci_high", "verdict", "per_seed"])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLE_COLUMNS)
 
 
 def paired_text(paired: pd.DataFrame, gt_column: str) -> str:
