@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import ArchError, ConfigError
-from harness.seeding import numpy_rng
+from harness.core.errors import ArchError, ConfigError
+from harness.core.seeding import numpy_rng
 from harness.spaces.base import Arch, SearchSpace
 
 MAX_ENUMERATE = 200_000

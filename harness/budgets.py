@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from harness.errors import ConfigError, unknown_name
+from harness.core.errors import ConfigError, unknown_name
 from harness.spaces.base import NetConfig
 
 

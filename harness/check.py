@@ -34,8 +34,10 @@ import numpy as np
 import pandas as pd
 
 from harness import metrics as M
-from harness.errors import ConfigError
-from harness.store import read_json
+from harness.core.errors import ConfigError
+from harness.core.io import read_json
+from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, paired_table
+from harness.study.results import k_label, load_run
 
 RULES = ("min", "max", "max_drop")
 RULE_OPTIONS = ("gt", "subset")
@@ -137,7 +139,6 @@ def _metrics(run_dir: Path) -> pd.DataFrame:
         raise ConfigError(f"{run_dir} has no metrics.csv; give a finished run folder (or a baseline folder "
                           "holding metrics.csv + manifest.json)")
     df = pd.read_csv(path)
-    from harness.report import k_label
 
     df["k"] = df["k"].map(k_label)
     return df
@@ -224,12 +225,11 @@ def paired_compare(run_a, run_b, *, n_boot: int = 2000, seed: int = 0, level: fl
                    ) -> tuple[pd.DataFrame, list[str]]:
     """Paired Kendall-tau test of every method both runs have: A = run A's method, B = run B's.
 
-    ``run_a`` / ``run_b``: loaded runs (``harness.report.RunData``: ``estimates``, ``gt_map``,
+    ``run_a`` / ``run_b``: loaded runs (``harness.study.results.RunData``: ``estimates``, ``gt_map``,
     ``gt_column``). Architectures are matched by arch string within a seed (the runs' arch
     indices may differ); the ground truth is run A's, completed from run B's. Returns the
     :func:`harness.paired.paired_table` frame (diff = tau(A) - tau(B)) and notes to print.
     """
-    from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, paired_table
 
     notes: list[str] = []
     frames, pairs = [], []
@@ -273,7 +273,6 @@ def format_paired(df: pd.DataFrame) -> str:
 
 def print_paired_compare(run_a: Path, run_b: Path) -> None:
     """The paired part of ``harness compare A B``: load both runs and print the table."""
-    from harness.report import load_run
 
     df, notes = paired_compare(load_run(Path(run_a)), load_run(Path(run_b)))
     print("\npaired test, same method in run A vs run B (Kendall tau, ground truth "

@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from harness.errors import ConfigError, unknown_name
+from harness.core.errors import ConfigError, unknown_name
 
 __all__ = [
     "METRICS",

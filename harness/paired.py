@@ -78,7 +78,7 @@ import pandas as pd
 from scipy import stats
 
 from harness import metrics as M
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 __all__ = [
     "CI_METHODS",

@@ -266,7 +266,7 @@ def _longest_phase(arrays: dict) -> int:
 def drift_histograms(method: str, diags: dict[int, dict]) -> plt.Figure:
     """Weight histograms per snapshot (one colour each) per layer, and relative update norms.
 
-    ``diags``: seed -> loaded diagnostics (:func:`harness.diagnostics.load_diagnostics`). The
+    ``diags``: seed -> loaded diagnostics (:func:`harness.engine.diagnostics.load_diagnostics`). The
     weight panels show the first seed; the update-norm panel pools all seeds.
     """
     seeds = sorted(diags)

@@ -13,10 +13,9 @@ import datetime as dt
 import html
 import io
 import json
-import math
 import textwrap
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -30,121 +29,18 @@ from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 import harness  # noqa: E402
 from harness import metrics as M  # noqa: E402
 from harness import plots as P  # noqa: E402
-from harness.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
-from harness.diagnostics import DIAG_DIR, load_diagnostics  # noqa: E402
-from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.engine.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
+from harness.core.errors import ConfigError  # noqa: E402
 from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS  # noqa: E402
-from harness.store import atomic_write_text, read_json, write_csv  # noqa: E402
+from harness.study.results import RunData, k_label, load_run, read_table  # noqa: E402
+from harness.core.io import atomic_write_text, write_csv  # noqa: E402
+from harness.groundtruth.table import low_ceiling_warning
 
-# Rows that need no supernet training: drawn as reference lines. The runner attaches diagnostics
-# hooks only to supernet methods, so "no diagnostics" identifies them too; this list covers runs
-# written without hooks (--no-report) and zero-cost proxies added later.
-REFERENCE_NAMES = frozenset({"params", "flops", "random", "synflow", "snip", "grad_norm", "jacov", "naswot",
-                             "fisher", "grasp", "zen", "zico"})
-REFERENCE_CLASSES = frozenset({"RandomScores", "CostProxy"})
 JOB_FILES = {"log.txt", "result.json", "scores.csv", CURVE_SCORES, CURVES}
 ZERO_COST_NAMES = frozenset({"synflow", "snip", "grad_norm", "jacov", "naswot", "fisher", "grasp", "zen", "zico"})
 SUMMARY_COLUMNS = (("kendall_tau", ""), ("spearman_rho", ""), ("high_low_tau", "0.1"), ("precision_at_k", "0.1"),
                    ("picked_gt", ""), ("regret", ""))
 TAU_BOOTSTRAP_RESAMPLES = 200  # per job over architectures; ~0.5 s for 1,000 archs
-
-
-# --- loading ----------------------------------------------------------------------------
-@dataclass
-class RunData:
-    run_dir: Path
-    manifest: dict
-    metrics: pd.DataFrame
-    summary: pd.DataFrame
-    estimates: pd.DataFrame
-    results: dict[str, dict]
-    methods: list[str]
-    reference: list[str]
-    gt_column: str
-    gt_map: dict[str, float] | None
-    diagnostics: dict[str, dict[int, dict]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
-def _read_csv(path: Path, columns: list[str], dtype: dict | None = None) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame(columns=columns)
-    try:
-        return pd.read_csv(path, dtype=dtype)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=columns)
-
-
-def k_label(k) -> str:
-    """'' for no k; '0.1' for a fraction; '5' for a count (metrics.csv stores counts as floats)."""
-    if k is None or (isinstance(k, float) and math.isnan(k)) or (isinstance(k, str) and k.strip() in ("", "nan")):
-        return ""
-    try:
-        f = float(k)
-    except (TypeError, ValueError):
-        return str(k)
-    return str(int(f)) if f.is_integer() and f >= 1 else f"{f:g}"
-
-
-def load_run(run_dir: Path) -> RunData:
-    run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no manifest.json); give the folder `harness run` wrote")
-    manifest = read_json(run_dir / "manifest.json")
-    metrics = _read_csv(run_dir / "metrics.csv", ["method", "seed", "gt", "subset", "metric", "k", "value", "status"])
-    summary = _read_csv(run_dir / "summary.csv", ["method", "gt", "subset", "metric", "k", "mean", "std", "ci_low",
-                                                  "ci_high", "n_seeds"])
-    estimates = _read_csv(run_dir / "estimates.csv", ["method", "seed", "subset", "arch_index", "arch", "score"])
-    for df in (metrics, summary):
-        df["k"] = df["k"].map(k_label) if len(df) else df["k"]
-    results = dict(manifest.get("jobs") or {})
-    for path in sorted((run_dir / "jobs").glob("*/result.json")):
-        results.setdefault(path.parent.name, read_json(path))
-    methods = list(dict.fromkeys(list(manifest.get("config", {}).get("methods") or [])
-                                 + [r["method"] for r in results.values()]))
-    diagnostics: dict[str, dict[int, dict]] = {}
-    notes: list[str] = []
-    for name, res in results.items():
-        d = run_dir / DIAG_DIR / name
-        try:
-            diag = load_diagnostics(d)
-        except Exception as exc:  # a half-written or corrupt diagnostics folder must not stop the report
-            notes.append(f"diagnostics of {name} unreadable: {exc}")
-            diag = None
-        if diag is not None:
-            diagnostics.setdefault(res["method"], {})[int(res["seed"])] = diag
-    reference = [m for m in methods if m in REFERENCE_NAMES or any(
-        r.get("describe", {}).get("class") in REFERENCE_CLASSES for r in results.values() if r["method"] == m)]
-    if diagnostics:  # with hooks on, a method without diagnostics trained no supernet
-        done = {r["method"] for r in results.values() if r.get("status") == "done"}
-        reference = [m for m in methods if m in reference or (m not in diagnostics and m in done)]
-    gt_cols = manifest.get("gt_columns") or sorted(set(metrics.get("gt", [])))
-    gt_column = gt_cols[0] if gt_cols else ""
-    gt_map, note = _load_gt_map(manifest, estimates, gt_column)
-    if note:
-        notes.append(note)
-    return RunData(run_dir, manifest, metrics, summary, estimates, results, methods, reference, gt_column, gt_map,
-                   diagnostics, notes)
-
-
-def _load_gt_map(manifest: dict, estimates: pd.DataFrame, column: str) -> tuple[dict[str, float] | None, str]:
-    """Ground truth of every scored architecture, from the table the manifest's config names."""
-    if not len(estimates):
-        return None, "no estimates.csv rows: plots that need scores are skipped"
-    cfg = manifest.get("config", {})
-    try:
-        from harness.suites import get_suite
-
-        suite = get_suite(manifest.get("suite") or cfg.get("suite", "nb201"))
-        space = suite.make_space()
-        data_dir, gt_file = cfg.get("data_dir"), cfg.get("gt_file")
-        gt = suite.load_gt(space, Path(data_dir) if data_dir else None, Path(gt_file) if gt_file else None)
-        archs = list(dict.fromkeys(estimates["arch"]))
-        values = gt.values([space.parse(a) for a in archs], column)
-        return dict(zip(archs, map(float, values))), ""
-    except (HarnessError, OSError, KeyError, ValueError) as exc:
-        return None, (f"ground truth unavailable ({exc}); the score-vs-GT, stability and top-k plots are skipped "
-                      f"(set HARNESS_DATA_DIR or keep the manifest's data_dir readable, then rerun `harness report`)")
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -272,7 +168,7 @@ def overhead_table(run: RunData) -> pd.DataFrame:
 # --- ranking fidelity over training (issue 15) ---------------------------------------------------
 def load_curves(run: RunData) -> pd.DataFrame:
     """``curves.csv`` for the run's GT column, ``k`` as a label."""
-    df = _read_csv(run.run_dir / CURVES, CURVE_COLUMNS)
+    df = read_table(run.run_dir / CURVES, CURVE_COLUMNS)
     if not len(df):
         return df
     df = df[df["gt"] == run.gt_column].copy()
@@ -342,7 +238,7 @@ PAIRED_TEXT = ("Kendall-tau difference A - B per pair, paired by seed and archit
 
 def paired_view(run: RunData) -> pd.DataFrame:
     """``paired.csv`` for the run's GT column, formatted."""
-    df = _read_csv(run.run_dir / "paired.csv", TABLE_COLUMNS, dtype={"per_seed": str})
+    df = read_table(run.run_dir / "paired.csv", TABLE_COLUMNS, dtype={"per_seed": str})
     if not len(df):
         return df
     df = df[df["gt"] == run.gt_column].drop(columns="gt")
@@ -358,7 +254,6 @@ def gt_ceiling(run: RunData) -> dict | None:
     noise = (run.manifest.get("gt_quality") or {}).get("gt_noise") or {}
     if not noise.get("seed_pair_tau") or not run.gt_column.startswith("standalone"):
         return None
-    from harness.standalone import low_ceiling_warning
 
     tau = noise.get("tau_between_seeds_mean")
     warning = low_ceiling_warning(noise)

@@ -1,1 +1,1 @@
-"""One module per method; each registers itself with ``methods.base.register_method``."""
+"""One module per method; each registers itself with ``harness.engine.method.register_method``."""

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.evaluate import SupernetScorer, check_not_collapsed
+from harness.engine.evaluator import SupernetScorer, check_not_collapsed
 from harness.spaces.base import Arch, SearchSpace
-from harness.train import SupernetTrainer
-from methods.base import Method, MethodConfig, register_method, rng_state_hooks
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import Method, MethodConfig, register_method, rng_state_hooks
 
 
 def fair_paths(choice_counts: Sequence[int], rng: np.random.Generator) -> list[Arch]:

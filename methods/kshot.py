@@ -56,13 +56,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from harness.errors import ConfigError
-from harness.evaluate import SupernetScorer, batch_stat_bn, check_not_collapsed
-from harness.seeding import derive_seed
+from harness.core.errors import ConfigError
+from harness.engine.evaluator import SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.core.seeding import derive_seed
 from harness.spaces.base import Arch, OpFactory, OpSpec, SearchSpace
-from harness.store import write_csv
-from harness.train import SupernetTrainer
-from methods.base import Method, MethodConfig, register_method
+from harness.core.io import write_csv
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import Method, MethodConfig, register_method
 
 CODES_CSV = "kshot_codes.csv"
 

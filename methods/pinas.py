@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD
-from harness.evaluate import SupernetScorer, batch_stat_bn, check_not_collapsed
-from harness.seeding import torch_generator
+from harness.engine.evaluator import SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.core.seeding import torch_generator
 from harness.spaces.base import Arch, SearchSpace
-from harness.train import SupernetTrainer
-from methods.base import Collapsed, JobFailed, Method, MethodConfig, register_method
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import Collapsed, JobFailed, Method, MethodConfig, register_method
 
 # EMA coefficient lambda of Eq. 2 by budget: the paper's 0.999 where runs are long; short runs use a
 # 100-step time constant so the teacher follows the student within the run. `study` trains as many

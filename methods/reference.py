@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.profile import count_flops, count_params
-from methods.base import Method, MethodConfig, Scorer, register_method
+from harness.engine.method import Method, MethodConfig, Scorer, register_method
 
 
 class _FnScorer(Scorer):

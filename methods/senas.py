@@ -59,12 +59,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import ConfigError
-from harness.evaluate import SupernetEvaluator, SupernetScorer, check_not_collapsed
+from harness.core.errors import ConfigError
+from harness.engine.evaluator import SupernetEvaluator, SupernetScorer, check_not_collapsed
 from harness.spaces.base import Arch, OpSpec
-from harness.store import write_json
-from harness.train import SupernetTrainer
-from methods.base import JobFailed, Method, MethodConfig, Scorer, register_method
+from harness.core.io import write_json
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import JobFailed, Method, MethodConfig, Scorer, register_method
 
 # Per decision, the choice indices still in the (shrunk) space.
 Alive = tuple[tuple[int, ...], ...]

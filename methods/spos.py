@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from harness.evaluate import SupernetScorer, check_not_collapsed
-from harness.train import SupernetTrainer
-from methods.base import Method, MethodConfig, register_method, rng_state_hooks
+from harness.engine.evaluator import SupernetScorer, check_not_collapsed
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import Method, MethodConfig, register_method, rng_state_hooks
 
 
 @dataclass(frozen=True)

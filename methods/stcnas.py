@@ -50,12 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.budgets import PAPER_REFERENCE, Budget
-from harness.errors import ConfigError
-from harness.evaluate import SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.core.errors import ConfigError
+from harness.engine.evaluator import SupernetScorer, batch_stat_bn, check_not_collapsed
 from harness.spaces.base import Arch, OpSpec, SearchSpace
-from harness.store import write_csv
-from harness.train import SupernetTrainer
-from methods.base import Method, MethodConfig, Scorer, register_method
+from harness.core.io import write_csv
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import Method, MethodConfig, Scorer, register_method
 
 HISTORY_FILE = "stc_alpha_history.csv"
 PAPER_ALPHA_LR = 3e-4

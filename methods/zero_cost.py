@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from harness.errors import ConfigError
-from methods.base import Method, MethodConfig, Scorer, register_method
+from harness.core.errors import ConfigError
+from harness.engine.method import Method, MethodConfig, Scorer, register_method
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 DEGENERATE_SCORE = -1e30  # finite, below any proxy value: tau-b sees these archs as tied last

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.budgets import get_budget
-from harness.job import JobContext, TaskData
+from harness.engine.job import JobContext, TaskData
 from harness.spaces.nb201 import Nb201Space
 
 REPO = Path(__file__).resolve().parent.parent

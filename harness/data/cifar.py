@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.seeding import numpy_rng
+from harness.core.seeding import numpy_rng
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from harness.seeding import torch_generator
+from harness.core.seeding import torch_generator
 
 # NAS-Bench-201's CIFAR-10 normalisation (mean/std of the training pixels, in [0, 1] units).
 CIFAR10_MEAN: tuple[float, float, float] = (125.3 / 255, 123.0 / 255, 113.9 / 255)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 
 Arch = tuple[int, ...]
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.base import Arch, Decision, NetConfig, OpFactory, OpSpec, SearchSpace, Supernet
 
 STEM = 40

@@ -17,7 +17,7 @@ from importlib import resources
 import torch
 from torch import nn
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.base import Arch, Decision, NetConfig, OpFactory, OpSpec, SearchSpace, Supernet
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")

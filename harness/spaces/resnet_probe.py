@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.base import Arch, Decision, NetConfig, OpFactory, OpSpec, SearchSpace, Supernet
 
 LAYOUT = (3, 4, 6, 3)

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from harness.budgets import get_budget
-from harness.cli_bench import TRAIN_SPLIT_IMAGES, make_bench_job
-from harness.curves import FidelityCurveHook, curve_fractions
-from methods.base import Collapsed, create_method
+from harness.cli.bench import TRAIN_SPLIT_IMAGES, make_bench_job
+from harness.engine.curves import FidelityCurveHook, curve_fractions
+from harness.engine.method import Collapsed, create_method
 from methods.pinas import PinasConfig, linear_evaluation
 
 METHODS = ("spos", "fairnas", "kshot", "pinas", "senas", "stcnas")

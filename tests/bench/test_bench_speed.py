@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli_bench import (bench_score, bench_train, bench_xautodl_score, bench_xautodl_train, make_bench_job,
+from harness.cli.bench import (bench_score, bench_train, bench_xautodl_score, bench_xautodl_train, make_bench_job,
                                trained_supernet, xautodl_available, xautodl_net)
-from harness.evaluate import SupernetEvaluator
+from harness.engine.evaluator import SupernetEvaluator
 from harness.spaces.nb201 import FastAvgPool2x2, FastAvgPool3x3, Nb201Space, PrefixCache
 
 SCORE_IMAGES = 256
@@ -113,7 +113,7 @@ def test_bf16_autocast_trains_and_scores_on_cpu(job_factory, one_thread):
     job.precision = "bf16"
     model = trained_supernet(job, steps=2)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 weights, bf16 compute
-    from harness.evaluate import SupernetScorer
+    from harness.engine.evaluator import SupernetScorer
 
     scores = SupernetScorer(job, model).score([(3,) * 6, (2,) * 6])
     assert np.all(np.isfinite(scores))
@@ -131,7 +131,7 @@ def test_cuda_supernet_is_channels_last(job_factory):  # pragma: no cover - GPU 
 
 
 def test_copy_isomorphic_scores_one_representative_per_class():
-    from harness.runner import IsomorphicCopyScorer
+    from harness.study.runner import IsomorphicCopyScorer
 
     space = Nb201Space()
     seen = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.budgets import BUDGETS, get_budget
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.spaces import mobilenet_probe, resnet_probe
 from harness.suites import get_suite
 from methods.pinas import EMA_BY_BUDGET

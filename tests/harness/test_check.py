@@ -9,7 +9,7 @@ import pytest
 
 from harness.check import parse_thresholds, run_checks
 from harness.cli import main as cli_main
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 GT = "cifar10_test_200ep"

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.cli import main
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.nb201 import NB201_OPS, Nb201Space
 
 SPACE = Nb201Space()

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.curves import (CURVE_SCORES, FidelityCurveHook, append_point, curve_archs, curve_fractions,
+from harness.engine.curves import (CURVE_SCORES, FidelityCurveHook, append_point, curve_archs, curve_fractions,
                             read_curve_scores)
-from methods.base import create_method
+from harness.engine.method import create_method
 from tests.conftest import make_job
 
 SUPERNET_METHODS = ("spos", "fairnas", "kshot", "pinas", "senas", "stcnas", "stcnas-alpha")

@@ -29,8 +29,8 @@ from harness.data import (
     to_float,
 )
 from harness.data import cifar as cifar_mod
-from harness.errors import DataError
-from harness.seeding import torch_generator
+from harness.core.errors import DataError
+from harness.core.seeding import torch_generator
 
 N_TRAIN, N_TEST = 3, 2
 REAL_DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR", "/work/shared"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.diagnostics import (DiagnosticHooks, DiagnosticsConfig, cosine_archs, default_hooks_factory,
+from harness.engine.diagnostics import (DiagnosticHooks, DiagnosticsConfig, cosine_archs, default_hooks_factory,
                                  feature_cosine_matrix, load_diagnostics, mean_off_diagonal, pick_layers,
                                  snapshot_steps)
 from harness.spaces.nb201 import Nb201Space

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.evaluate import SupernetEvaluator, batch_stat_bn, check_not_collapsed, tie_broken_score
+from harness.engine.evaluator import SupernetEvaluator, batch_stat_bn, check_not_collapsed, tie_broken_score
 from harness.spaces.base import NetConfig
 from harness.spaces.nb201 import Nb201Space
-from methods.base import Collapsed
+from harness.engine.method import Collapsed
 
 SPACE = Nb201Space()
 CFG = NetConfig(channels=4, cells=1, resolution=8, bn_affine=False, bn_track=True)

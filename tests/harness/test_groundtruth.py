@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.errors import DataError
-from harness.groundtruth import CsvGroundTruth, load_ground_truth
+from harness.core.errors import DataError
+from harness.groundtruth.base import CsvGroundTruth, load_ground_truth
 from harness.spaces.nb201 import Nb201Space
 
 SPACE = Nb201Space()
@@ -50,7 +50,7 @@ def test_missing_file_says_how_to_fix(tmp_path):
 
 
 def test_unknown_column_suggests(shared_dir):
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     gt = load_ground_truth(SPACE, shared_dir, None)
     with pytest.raises(ConfigError, match="did you mean 'cifar10_test_200ep'"):

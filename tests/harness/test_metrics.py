@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from harness import metrics as M
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 
 def _rand(n: int, seed: int, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:

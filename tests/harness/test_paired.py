@@ -22,7 +22,7 @@ from scipy import stats
 from harness import check
 from harness import metrics as M
 from harness import paired as P
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 SEED_SD = 0.115  # population tau std across seeds; + architecture noise at 300 archs -> 0.12
 MU = 0.35

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.job import TrainingHooks
-from harness.runner import RunConfig, run
+from harness.engine.job import TrainingHooks
+from harness.study.runner import RunConfig, run
 
 # Before importing ray: take the loopback address as this node's IP (Ray then binds every socket to
 # 127.0.0.1 instead of the machine's address) and send no usage statistics.
@@ -113,7 +113,7 @@ def test_job_failing_every_attempt_is_recorded_not_fatal(local_ray, local_run, s
 
 
 def test_ray_job_resources_follow_budget_and_device():
-    from harness.ray_executor import job_resources
+    from harness.executors.ray import job_resources
 
     assert job_resources(RunConfig(budget="smoke")) == {"num_cpus": 2, "num_gpus": 0}
     assert job_resources(RunConfig(budget="paper", device="cuda")) == {"num_cpus": 8, "num_gpus": 1}

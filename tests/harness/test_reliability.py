@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.errors import HarnessError
-from harness.store import RunLock
-from harness.train import SupernetTrainer
-from methods.base import JobFailed, Method, register_method
+from harness.core.errors import HarnessError
+from harness.core.io import RunLock
+from harness.engine.trainer import SupernetTrainer
+from harness.engine.method import JobFailed, Method, register_method
 from tests.conftest import make_job
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +126,7 @@ def test_nan_loss_marks_job_failed_with_step(tmp_path):
 
 @pytest.mark.slow
 def test_failed_job_does_not_stop_others(shared_dir, tmp_path):
-    from harness.runner import RunConfig, run
+    from harness.study.runner import RunConfig, run
 
     out = tmp_path / "run"
     run(RunConfig(methods=("test-nan-loss", "params"), seeds=(0,), archs="sample:10", out=str(out),

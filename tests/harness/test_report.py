@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from harness import report as R
-from harness.diagnostics import default_hooks_factory
-from harness.errors import ConfigError
-from harness.runner import RunConfig, run
-from methods.base import METHODS, Collapsed, Method, MethodConfig, _Entry
+from harness.engine.diagnostics import default_hooks_factory
+from harness.core.errors import ConfigError
+from harness.study.runner import RunConfig, run
+from harness.engine.method import METHODS, Collapsed, Method, MethodConfig, MethodEntry
 from tests.conftest import tiny_data
 
 # one tiny end-to-end run shared by the module (~10 s on an idle 2-core machine, most of it drawing)
@@ -46,8 +46,8 @@ def make_tiny_run(out: Path, shared: Path, methods=("spos", "params", "random", 
         return tiny_data(resolution=resolution), {"source": "synthetic (test)", "splits": {}, "resolution": resolution}
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("harness.runner.prepare_data", fake_data)
-        mp.setitem(METHODS, "test-collapse", _Entry(_AlwaysCollapses, ()))
+        mp.setattr("harness.study.runner.prepare_data", fake_data)
+        mp.setitem(METHODS, "test-collapse", MethodEntry(_AlwaysCollapses, ()))
         run_dir = run(RunConfig(suite="nb201", methods=tuple(methods), seeds=tuple(seeds), archs="sample:40",
                                 out=str(out), data_dir=str(shared), progress=False, report=False,
                                 budget_overrides=TINY), out_stream=open("/dev/null", "w"),
@@ -209,7 +209,7 @@ def test_load_run_rejects_non_run_folder(tmp_path):
 
 
 def _run_with_noise(seed0, seed1, gt_column="standalone") -> R.RunData:
-    from harness.standalone import gt_noise
+    from harness.groundtruth.table import gt_noise
 
     table = pd.DataFrame({"arch": [f"a{i}" for i in range(len(seed0))], "standalone_s0": seed0,
                           "standalone_s1": seed1})

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness.runner import RunConfig, run
+from harness.study.runner import RunConfig, run
 
 TINY = (("epochs", 0.04), ("score_size", 128), ("eval_batch_size", 128), ("threads", 1), ("checkpoint_every", 4))
 
@@ -73,7 +73,7 @@ def test_rerun_resumes_finished_jobs(tiny_run, shared_dir):
 
 @pytest.mark.slow
 def test_rerun_with_other_config_is_refused(tiny_run, shared_dir):
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="different config"):
         run(tiny_config(shared_dir, tiny_run, archs="sample:31"))
@@ -105,7 +105,7 @@ def test_curve_last_point_equals_final_metrics(tiny_run):
 def test_interrupted_run_has_partial_results_and_report(shared_dir, tmp_path, monkeypatch):
     """A run stopped after its first jobs: metrics, summary and the report exist, with the rest
     `pending`; the same command then resumes and finishes (seed-major order: params-s0, flops-s0 first)."""
-    import harness.runner as R
+    import harness.study.runner as R
     from harness.report import write_report
 
     real = R.run_job

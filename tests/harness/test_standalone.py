@@ -9,14 +9,15 @@ import pytest
 
 from harness.archsets import resolve_archs
 from harness.budgets import get_budget
-from harness.groundtruth import GroundTruth
-from harness.runner import RunConfig
+from harness.groundtruth.base import GroundTruth
+from harness.study.runner import RunConfig
 from harness.spaces.mobilenet_probe import MobileNetProbeSpace
 from harness.spaces.nb201 import Nb201Space
 from harness.spaces.resnet_probe import ResNetProbeSpace
-from harness.standalone import (STANDALONE, CompositeGroundTruth, GtData, StandaloneCache, StandaloneGroundTruth,
-                                TableGroundTruth, cache_path, gt_noise, gt_table, load_probe_archs, make_key,
-                                probe_list_path)
+from harness.groundtruth.standalone import (CompositeGroundTruth, GtData, StandaloneCache, StandaloneGroundTruth,
+                                            cache_path, make_key)
+from harness.groundtruth.table import STANDALONE, TableGroundTruth, gt_noise, gt_table
+from harness.suites.probe import committed_gt_path, load_probe_archs, probe_ground_truth, probe_list_path
 from harness.suites import get_suite
 from tests.conftest import tiny_data
 
@@ -150,8 +151,6 @@ def test_probe_suites_registered_with_budget_shapes():
 def test_committed_probe_gt_is_current_and_used_by_default(suite, space, tmp_path):
     """The committed `small` GT covers exactly the probe list, both GT seeds, and was built by this
     model code at the suite's current `small` shapes; a run loads it without training anything."""
-    from harness.standalone import committed_gt_path, probe_ground_truth, resolve_suite_budget
-
     path = committed_gt_path(suite)
     gt = TableGroundTruth.from_csv(path, space)
     archs = load_probe_archs(suite, space)
@@ -166,7 +165,7 @@ def test_committed_probe_gt_is_current_and_used_by_default(suite, space, tmp_pat
         assert meta["budget"][field_name] == value, field_name
     assert meta["noise"]["tau_between_seeds_mean"] == pytest.approx(gt.noise["tau_between_seeds_mean"])
     said = []
-    loaded = probe_ground_truth(suite, space, resolve_suite_budget(suite, "smoke"), None, None, tmp_path / "cache",
+    loaded = probe_ground_truth(suite, space, get_suite(suite).budget("smoke"), None, None, tmp_path / "cache",
                                 say=said.append)
     assert "committed table" in loaded.source and "budget small" in loaded.source
     assert not (tmp_path / "cache").exists()  # nothing trained, nothing cached

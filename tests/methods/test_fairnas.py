@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from harness.spaces.base import Decision, NetConfig, OpSpec, SearchSpace, Supernet
-from methods.base import create_method
+from harness.engine.method import create_method
 from methods.fairnas import accumulate_paths, fair_paths, space_fair_paths
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from methods.base import create_method
+from harness.engine.method import create_method
 from methods.kshot import (CODES_CSV, KShotConfig, KShotCtx, KShotOp, KShotRun, SimplexNet, code_spread,
                            kshot_ops, merge_weights, uniform_code)
 
@@ -173,7 +173,7 @@ def test_kshot_op_rejects_wrong_code_length(job_factory) -> None:
 
 
 def test_bad_config_is_a_config_error(job_factory) -> None:
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="k=0"):
         _run(job_factory(), k=0)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from harness.spaces.nb201 import Nb201Space
-from methods.base import Collapsed, JobFailed, create_method
+from harness.engine.method import Collapsed, JobFailed, create_method
 from methods.pinas import (
     FeatureQueue,
     Pinas,

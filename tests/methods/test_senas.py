@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from harness.errors import ArchError, ConfigError
+from harness.core.errors import ArchError, ConfigError
 from harness.spaces.base import Decision, NetConfig, OpSpec, SearchSpace, Supernet
 from harness.spaces.nb201 import Nb201Space
-from methods.base import create_method
+from harness.engine.method import create_method
 from methods.senas import (
     HISTORY_FILE,
     TIER_GAP,

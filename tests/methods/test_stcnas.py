@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.job import TaskData
+from harness.engine.job import TaskData
 from harness.spaces.base import Decision, OpSpec, SearchSpace, Supernet
-from methods.base import create_method
+from harness.engine.method import create_method
 from methods.stcnas import (
     HISTORY_FILE,
     AlphaScale,

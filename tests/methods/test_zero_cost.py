@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from harness.spaces.nb201 import Nb201Space
-from methods.base import create_method
+from harness.engine.method import create_method
 from methods.zero_cost import (DEGENERATE_SCORE, PROXIES, ProxyScorer, ZeroCostConfig, fixed_batch, grad_norm,
                                jacov, jacov_from_jacobian, naswot, naswot_kernel, snip, synflow)
 
@@ -190,7 +190,7 @@ def test_degenerate_architectures_rank_last(job_factory):
 
 
 def test_batch_larger_than_train_set_is_a_config_error(job_factory):
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="batch_size"):
         fixed_batch(job_factory(), 10_000)

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import recording_factory
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.base import NetConfig
 from harness.spaces.mobilenet_probe import CHOICE_NAMES, IDENTITY, STAGE_FIRST, MBConv, MobileNetProbeSpace
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.base import NetConfig
 from harness.spaces.nb201 import EDGES, NB201_OPS, Nb201Space, live_edges
 

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import recording_factory
 
-from harness.errors import ArchError
+from harness.core.errors import ArchError
 from harness.spaces.base import NetConfig, OpSpec
 from harness.spaces.resnet_probe import (BLOCK_NAMES, BLOCKS, ResNetProbeSpace, SplitAttentionBottleneck, SplitAttentionConv,
                                          r_softmax)

@@ -1,14 +1,12 @@
 """The method contract: a registered name, a frozen config, ``fit(job) -> Scorer``.
 
 A new method is one file in ``methods/`` that subclasses :class:`Method` and registers itself with
-``@register_method("name")``; variants are extra registrations of the same class with config
+``@register_method("name")`` (or through the ``supernet_harness.methods`` entry-point group); variants are extra registrations of the same class with config
 overrides (``@register_method("pinas-no-cp", cross_path=False)``). Nothing else changes.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +14,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from harness.errors import HarnessError, unknown_name
+from harness.core.errors import HarnessError
+from harness.core.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.job import JobContext
+    from harness.engine.job import JobContext
     from harness.spaces.base import Arch
 
 
@@ -88,43 +87,42 @@ class Method(ABC):
 
 
 @dataclass(frozen=True)
-class _Entry:
+class MethodEntry:
+    """A registered method name: its class and the config overrides that make the variant."""
+
     cls: type
-    overrides: tuple
+    overrides: tuple = ()
+
+    def create(self, name: str) -> "Method":
+        return self.cls(name, self.cls.Config(**dict(self.overrides)))
 
 
-METHODS: dict[str, _Entry] = {}
+def _method_entry(name: str, obj) -> MethodEntry:
+    """An entry point may name a ``Method`` subclass (registered without overrides)."""
+    if isinstance(obj, MethodEntry):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, Method):
+        return MethodEntry(obj)
+    raise TypeError(f"method entry point '{name}' names {obj!r}, not a Method subclass")
+
+
+# built-in methods are the modules of the top-level `methods` package (found, not imported, here)
+METHODS: Registry[MethodEntry] = Registry("method", builtin_packages=("methods",), coerce=_method_entry)
 
 
 def register_method(name: str, **overrides):
     """Class decorator; stack it to register variants with config overrides."""
 
     def deco(cls):
-        if name in METHODS and METHODS[name].cls is not cls:
-            raise ValueError(f"method name '{name}' registered twice")
-        METHODS[name] = _Entry(cls, tuple(sorted(overrides.items())))
+        METHODS.add(name, MethodEntry(cls, tuple(sorted(overrides.items()))))
         return cls
 
     return deco
 
 
-def load_all_methods() -> None:
-    """Import every module in this package so each registers itself."""
-    import methods
-
-    for info in pkgutil.iter_modules(methods.__path__):
-        if info.name != "base":
-            importlib.import_module(f"methods.{info.name}")
-
-
 def create_method(name: str) -> Method:
-    load_all_methods()
-    if name not in METHODS:
-        raise unknown_name("method", name, METHODS)
-    entry = METHODS[name]
-    return entry.cls(name, entry.cls.Config(**dict(entry.overrides)))
+    return METHODS.get(name).create(name)
 
 
 def method_names() -> list[str]:
-    load_all_methods()
-    return sorted(METHODS)
+    return METHODS.names()

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.evaluate import batch_stat_bn
-from harness.job import JobContext, TrainingHooks
-from harness.store import atomic_write_text
+from harness.engine.evaluator import batch_stat_bn
+from harness.engine.job import JobContext, TrainingHooks
+from harness.core.io import atomic_write_text
 
 DIAG_DIR = "diagnostics"
 MAX_NORM_POINTS = 200_000  # per phase; update norms beyond this are thinned (bounded memory)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -33,7 +33,7 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.10g"))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,7 +60,7 @@ class RunLock:
                     pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
+                if pid and pid != os.getpid() and pid_alive(pid):
                     raise HarnessError(f"run folder {self.path.parent} is locked by PID {pid} (another harness run); "
                                        f"wait for it or use another --out") from None
                 self.taken_over_from = pid or None  # stale lock from a dead process

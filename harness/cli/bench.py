@@ -26,7 +26,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
+from harness.archsets import resolve_archs
+from harness.cli.common import auto_device, csv_list, parse_overrides, parse_seeds
+from harness.core.seeding import numpy_rng
+from harness.engine.evaluator import SupernetScorer, batch_stat_bn
+from harness.engine.job import JobContext, TaskData
+from harness.engine.method import create_method
+from harness.engine.trainer import SupernetTrainer, cosine_lr
+from harness.spaces.nb201 import EDGES, NB201_OPS
+from harness.study.runner import DEFAULT_METHODS, RunConfig
+from harness.suites import get_suite
 
 TRAIN_SPLIT_IMAGES = 25_000  # the protocol's train half of CIFAR-10 (harness/data/splits.py)
 
@@ -45,9 +55,6 @@ def make_bench_job(suite: str = "nb201", budget: str = "smoke", *, n_train: int 
                    score_size: int | None = None, device: str = "cpu", precision: str = "fp32",
                    seed: int = 0, budget_overrides: tuple = ()) -> BenchSetup:
     """A JobContext at the budget's shapes on synthetic images (no dataset needed)."""
-    from harness.job import JobContext, TaskData
-    from harness.runner import RunConfig
-    from harness.suites import get_suite
 
     cfg = RunConfig(suite=suite, budget=budget, device=device, precision=precision,
                     budget_overrides=tuple(budget_overrides))
@@ -80,7 +87,6 @@ def _sync(device) -> None:
 # --- ours ----------------------------------------------------------------------------------
 def bench_train(job, steps: int = 30, warmup: int = 3) -> dict:
     """SPOS training (methods/spos.py's step) through ``SupernetTrainer``: images/s."""
-    from harness.train import SupernetTrainer
 
     torch.set_num_threads(job.budget.threads)
     model = job.build_supernet()
@@ -107,7 +113,6 @@ def bench_train(job, steps: int = 30, warmup: int = 3) -> dict:
 
 def trained_supernet(job, steps: int = 10):
     """A supernet with a few SPOS steps behind it (scores of an untrained net are all ties)."""
-    from harness.train import SupernetTrainer
 
     model = job.build_supernet()
     rng = job.rng("path")
@@ -123,7 +128,6 @@ def trained_supernet(job, steps: int = 10):
 
 def bench_score(job, model, archs, warmup: int = 8) -> dict:
     """``SupernetEvaluator`` (the shared scorer) over ``archs``: architectures/s."""
-    from harness.evaluate import SupernetScorer
 
     torch.set_num_threads(job.budget.threads)
     scorer = SupernetScorer(job, model)
@@ -150,7 +154,6 @@ def xautodl_net(job):
     """``TinyNetworkRANDOM`` at the job's shapes (C, N, classes; BN without affine, batch stats)."""
     from xautodl.models.cell_searchs.search_model_random import TinyNetworkRANDOM
 
-    from harness.spaces.nb201 import NB201_OPS
 
     c = job.net_cfg
     job.seed_torch("init")
@@ -161,7 +164,6 @@ def xautodl_net(job):
 def xautodl_structure(arch):
     from xautodl.models.cell_searchs.genotypes import Structure
 
-    from harness.spaces.nb201 import EDGES, NB201_OPS
 
     return Structure([tuple((NB201_OPS[arch[e]], src) for e, (dst, src) in enumerate(EDGES) if dst == node)
                       for node in (1, 2, 3)])
@@ -170,7 +172,6 @@ def xautodl_structure(arch):
 def bench_xautodl_train(job, steps: int = 30, warmup: int = 3) -> dict:
     """xautodl's RSPS step (random genotype, forward, CE, backward, clip 5, SGD) on the same
     batches, optimizer settings and threads as :func:`bench_train`; a lean loop (no meters)."""
-    from harness.train import cosine_lr
 
     torch.set_num_threads(job.budget.threads)
     b = job.budget
@@ -219,8 +220,7 @@ def bench_xautodl_score(job, net, archs, warmup: int = 8) -> dict:
     b = job.budget
     batches = list(zip(job.data.score_x.split(b.eval_batch_size), job.data.score_y.split(b.eval_batch_size)))
     structs = [xautodl_structure(a) for a in archs]
-    # batch statistics without touching running buffers, as harness.evaluate.batch_stat_bn does
-    from harness.evaluate import batch_stat_bn
+    # batch statistics without touching running buffers, as harness.engine.evaluator.batch_stat_bn does
 
     @torch.no_grad()
     def run(ss):
@@ -253,7 +253,6 @@ def estimate_study(budget, methods, seeds, n_archs: int, train_ips: float, score
     """Sequential wall time of ``methods x seeds`` at ``budget``: training images at the measured
     rate (1 path pass per image, as SPOS; a method doing k passes per image takes ~k times longer)
     plus scoring, scaled linearly from the measured score-subset size to the budget's."""
-    from methods.base import create_method
 
     train_s = budget.epochs * TRAIN_SPLIT_IMAGES / train_ips
     score_s = n_archs / score_aps * (budget.score_size / max(score_images_measured, 1))
@@ -276,20 +275,16 @@ def human_duration(seconds: float) -> str:
 
 # --- CLI -----------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
-    from harness.archsets import resolve_archs
-    from harness.cli import _auto_device, _csv_list, _overrides, _seeds
-    from harness.runner import DEFAULT_METHODS
-    from harness.seeding import numpy_rng
 
-    device = args.device or _auto_device()
+    device = args.device or auto_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
     if args.steps < 1 or args.max_archs < 1:
         raise ConfigError("--steps and --max-archs must be >= 1")
-    methods = _csv_list(args.methods) if args.methods else DEFAULT_METHODS
-    seeds = _seeds(args.seeds)
+    methods = csv_list(args.methods) if args.methods else DEFAULT_METHODS
+    seeds = parse_seeds(args.seeds)
     setup = make_bench_job(args.suite, args.budget, score_size=args.score_size, device=device,
-                           precision=args.precision, budget_overrides=_overrides(args.set))
+                           precision=args.precision, budget_overrides=parse_overrides(args.set))
     try:
         job = setup.job
         b = job.budget
@@ -347,7 +342,7 @@ def add_parser(sub) -> None:
     p.set_defaults(fn=cmd_bench)
 
 
-if __name__ == "__main__":  # python -m harness.cli_bench ... == harness bench ...
+if __name__ == "__main__":  # python -m harness.cli.bench ... == harness bench ...
     from harness.cli import main
 
     sys.exit(main(["bench", *sys.argv[1:]]))

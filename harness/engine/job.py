@@ -12,7 +12,7 @@ import torch
 
 from harness.budgets import Budget
 from harness.data.tensors import BatchStream
-from harness.seeding import derive_seed, numpy_rng
+from harness.core.seeding import derive_seed, numpy_rng
 from harness.spaces.base import NetConfig, OpFactory, SearchSpace, Supernet
 
 
@@ -100,7 +100,7 @@ class JobContext:
     seed: int
     job_dir: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.job"))
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.engine.job"))
     counters: JobCounters = field(default_factory=JobCounters)
     hooks: TrainingHooks = field(default_factory=TrainingHooks)
     progress: bool = True

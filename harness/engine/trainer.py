@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from harness.job import JobContext
-from methods.base import JobFailed
+from harness.engine.job import JobContext
+from harness.engine.method import JobFailed
 
 CKPT = "ckpt.pt"
 CKPT_PREV = "ckpt.prev.pt"

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from harness.budgets import BN_MODES
 from harness.spaces.base import Arch
-from methods.base import Collapsed, Scorer
+from harness.engine.method import Collapsed, Scorer
 
 
 

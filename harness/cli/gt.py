@@ -15,24 +15,33 @@ import platform
 import time
 from pathlib import Path
 
-from harness.errors import ConfigError
+import harness
+from harness.archsets import resolve_archs
+from harness.cli.common import parse_overrides, parse_seeds
+from harness.core.errors import ConfigError
+from harness.core.paths import default_cache_dir, default_data_dir
+from harness.core.provenance import git_commit, utc_now
+from harness.groundtruth.standalone import StandaloneCache
+from harness.groundtruth.table import format_noise, gt_noise, gt_table, write_gt_csv
+from harness.suites import get_suite
+from harness.suites.probe import committed_gt_path, load_probe_archs
+
+
+def check_seeds(seeds) -> tuple[int, ...]:
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {seeds}: give distinct seeds, e.g. --seeds 0,1")
+    return seeds
 
 
 def cmd_gt(args) -> int:
     import torch
 
-    import harness
-    from harness.archsets import resolve_archs
-    from harness.cli import _overrides, _seeds
-    from harness.runner import default_cache_dir, default_data_dir, git_commit, utc_now
-    from harness.standalone import (StandaloneCache, check_seeds, committed_gt_path, format_noise, gt_noise,
-                                    gt_table, load_probe_archs, resolve_suite_budget, write_gt_csv)
-    from harness.suites import get_suite
 
     suite = get_suite(args.suite)
     space = suite.make_space()
-    budget = resolve_suite_budget(args.suite, args.budget, _overrides(args.set))
-    seeds = check_seeds(_seeds(args.seeds))
+    budget = suite.budget(args.budget, parse_overrides(args.set))
+    seeds = check_seeds(parse_seeds(args.seeds))
     if suite.standalone_gt:
         if args.archs:
             raise ConfigError(f"--archs: suite {args.suite} has a fixed probe list; drop --archs")

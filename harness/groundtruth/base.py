@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import ArchError, DataError, unknown_name
+from harness.core.errors import ArchError, DataError, unknown_name
 from harness.spaces.base import Arch, SearchSpace
 
 NB201_COLUMNS = (

@@ -1,6 +1,6 @@
 """``--executor ray``: every (method, seed) job is a Ray task; the driver aggregates as ``local`` does.
 
-A task runs the same ``harness.runner.run_job`` as the local executor, in a Ray worker process,
+A task runs the same ``harness.study.runner.run_job`` as the local executor, in a Ray worker process,
 with a resource request of ``budget.threads`` CPUs (and one GPU with ``--device cuda``). Jobs write
 their folders (``result.json``, ``scores.csv``, checkpoints) under the run folder, which on a
 cluster must be a path every node sees (a shared filesystem); the driver then aggregates from those
@@ -16,15 +16,14 @@ attempts (outcome, worker pid and node, error) are recorded in the manifest unde
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import time
-from pathlib import Path
 
-from harness.errors import ConfigError
-from harness.executors import job_list, register_executor
-from harness.store import read_json, write_json
+from harness.core.errors import ConfigError
+from harness.executors import Job, JobFn, register_executor
+from harness.core.io import read_json, write_json
+from harness.core.provenance import utc_now
 
 INSTALL_HINT = "pip install 'supernet-harness[ray]' (or pip install ray)"
 
@@ -43,31 +42,27 @@ def job_resources(cfg) -> dict:
     return {"num_cpus": max(1, int(budget.threads)), "num_gpus": 1 if str(cfg.device).startswith("cuda") else 0}
 
 
-def _ray_job(run_dir: str, cfg, method: str, seed: int, archs, hooks_factory, attempt: int) -> dict:
+def _ray_job(run_job: JobFn, cfg, method: str, seed: int, attempt: int) -> dict:
     """Body of one Ray task (runs in a worker process)."""
     import ray
-
-    from harness.runner import job_name, run_job, utc_now
 
     try:
         node = ray.util.get_node_ip_address()
     except Exception:  # pragma: no cover - outside a Ray worker
         node = None
     if str(cfg.device).startswith("cuda:"):  # Ray exposes the task's GPU as device 0 (CUDA_VISIBLE_DEVICES)
-        cfg = dataclasses.replace(cfg, device="cuda")
+        run_job = run_job.on_device("cuda")
     worker = {"pid": os.getpid(), "node": node, "attempt": attempt, "started": utc_now()}
     # written first, so the driver can name the process of an attempt that dies (crash errors do not)
-    job_dir = Path(run_dir) / "jobs" / job_name(method, seed)
+    job_dir = run_job.job_dir(method, seed)
     job_dir.mkdir(parents=True, exist_ok=True)
     write_json(job_dir / f"ray-attempt-{attempt}.json", worker)
-    result = run_job(Path(run_dir), cfg, method, seed, archs, hooks_factory)
+    result = run_job(method, seed)
     return {**result, "worker": worker}
 
 
-def _attempt_worker(run_dir: Path, j: tuple[str, int], attempt: int) -> dict:
-    from harness.runner import job_name
-
-    path = run_dir / "jobs" / job_name(*j) / f"ray-attempt-{attempt}.json"
+def _attempt_worker(run_job: JobFn, j: Job, attempt: int) -> dict:
+    path = run_job.job_dir(*j) / f"ray-attempt-{attempt}.json"
     try:
         return read_json(path)
     except (OSError, ValueError):
@@ -99,7 +94,9 @@ def _failed_worker(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 @register_executor("ray")
-def run_ray(run_dir: Path, cfg, archs, hooks_factory, on_result=lambda r: None) -> list[dict]:
+def run_ray(jobs: list[Job], run_job: JobFn, cfg, on_result=lambda r: None) -> list[dict]:
+    """``run_job`` must also offer ``job_dir(method, seed)`` (where a job writes) and
+    ``on_device(device)`` (the same job on another device name), as the study's job runner does."""
     ray = import_ray()
     started_here = False
     if not ray.is_initialized():
@@ -107,24 +104,23 @@ def run_ray(run_dir: Path, cfg, archs, hooks_factory, on_result=lambda r: None) 
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=bool(cfg.progress))
         started_here = True
     try:
-        return _run_all(ray, Path(run_dir), cfg, archs, hooks_factory, on_result)
+        return _run_all(ray, jobs, run_job, cfg, on_result)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run_all(ray, run_dir: Path, cfg, archs, hooks_factory, on_result=lambda r: None) -> list[dict]:
+def _run_all(ray, jobs: list[Job], run_job: JobFn, cfg, on_result=lambda r: None) -> list[dict]:
     # max_retries=0: retries are ours, so each one is recorded and resumes from the checkpoint
     task = ray.remote(_ray_job).options(max_retries=0, **job_resources(cfg))
-    archs_ref = ray.put(list(archs))  # one copy in the object store, shared by every task
-    jobs = job_list(cfg)
+    job_ref = ray.put(run_job)  # one copy (with the architecture list) in the object store, shared by every task
     attempts: dict[tuple[str, int], list[dict]] = {j: [] for j in jobs}
     results: dict[tuple[str, int], dict] = {}
     pending: dict = {}
 
     def submit(j: tuple[str, int]) -> None:
         n = len(attempts[j]) + 1
-        ref = task.remote(str(run_dir), cfg, j[0], j[1], archs_ref, hooks_factory, n)
+        ref = task.remote(job_ref, cfg, j[0], j[1], n)
         pending[ref] = (j, n, time.time())
 
     for j in jobs:
@@ -137,7 +133,7 @@ def _run_all(ray, run_dir: Path, cfg, archs, hooks_factory, on_result=lambda r: 
             res = ray.get(ref)
         except Exception as exc:  # worker crash, node loss, an exception escaping run_job
             pid, node = _failed_worker(exc)
-            announced = _attempt_worker(run_dir, j, n)
+            announced = _attempt_worker(run_job, j, n)
             pid, node = pid or announced.get("pid"), node or announced.get("node")
             attempts[j].append({"attempt": n, "outcome": "failed", "error": _error_line(exc), "pid": pid,
                                 "node": node, "wall_s": round(time.time() - t0, 3)})

@@ -7,15 +7,12 @@ manifest) is recomputed from the job folders at the end, so it is the same howev
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import functools
 import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,25 +22,27 @@ import torch
 import harness
 from harness import metrics as M
 from harness.archsets import resolve_archs
-from harness.budgets import Budget, get_budget, scale_down_record
-from harness.curves import (CURVE_COLUMNS, CURVES, FidelityCurveHook, curve_archs, curve_fractions,
+from harness.budgets import Budget, scale_down_record
+from harness.engine.curves import (CURVE_COLUMNS, CURVES, FidelityCurveHook, curve_archs, curve_fractions,
                             job_curve_metrics, read_curve_scores, write_final_point)
-from harness.data.cifar import load_cifar10
-from harness.data.splits import make_splits
-from harness.data.tensors import to_float
-from harness.errors import ConfigError, HarnessError
-from harness.job import HookList, JobContext, TaskData
+from harness.core.errors import ConfigError, HarnessError
+from harness.engine.diagnostics import default_hooks_factory
+from harness.engine.job import HookList, JobContext
+from harness.engine.taskdata import prepare_data
+from harness.executors import job_list, run_jobs
+from harness.groundtruth.table import format_quality
 from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, default_pairs, paired_table, parse_pair
 from harness.spaces.base import Arch
-from harness.store import RunLock, read_json, write_csv, write_json
+from harness.core.paths import REPO_ROOT, default_cache_dir, default_data_dir
+from harness.core.provenance import git_commit, platform_record, utc_now, utc_stamp
+from harness.core.io import RunLock, read_json, write_csv, write_json
 from harness.suites import get_suite
-from methods.base import JobFailed, create_method
+from harness.engine.method import JobFailed, create_method
 
 log = logging.getLogger("harness")
 
 DEFAULT_METHODS = ("spos", "params", "flops", "random")
 PAIRED = "paired.csv"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -72,59 +71,12 @@ class RunConfig:
     compare: tuple[str, ...] = ()  # extra "A:B" pairs for the paired tau test (beside X vs spos / params)
 
     def resolved_budget(self) -> Budget:
-        b = get_budget(self.budget)
-        shape = get_suite(self.suite).shape_budget  # probe suites: their shapes for this budget name
-        b = shape(b) if shape is not None else b
-        return b.replace(**dict(self.budget_overrides)) if self.budget_overrides else b
+        return get_suite(self.suite).budget(self.budget, self.budget_overrides)
 
 
 # how a run is executed, never what it computes: resuming with other values continues the run
 EXECUTION_FIELDS = frozenset({"out", "progress", "jobs", "executor", "ray_address", "max_retries", "report", "compare",
                               "data_dir", "cache_dir"})
-
-
-def default_data_dir() -> Path | None:
-    env = os.environ.get("HARNESS_DATA_DIR")
-    return Path(env) if env else None
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE_DIR", "~/.cache/supernet-harness")).expanduser()
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# --- data -------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=2)
-def prepare_data(data_dir: str | None, cache_dir: str, resolution: int, score_size: int, device: str,
-                 progress: bool = True) -> tuple[TaskData, dict]:
-    """Decoded CIFAR-10 split into train / search / score at ``resolution`` (cached per process)."""
-    raw = load_cifar10(Path(data_dir) if data_dir else None, Path(cache_dir), download=data_dir is None,
-                       progress=progress)
-    splits = make_splits(raw.y_train.numpy(), score_size)
-    dev = torch.device(device)
-
-    def take(idx):
-        i = torch.as_tensor(idx, dtype=torch.long)
-        return to_float(raw.x_train[i], resolution).to(dev), raw.y_train[i].to(dev)
-
-    tx, ty = take(splits.train)
-    sx, sy = take(splits.search)
-    qx, qy = take(splits.score)
-    info = {"source": raw.source, "splits": splits.sizes(), "resolution": resolution}
-    return TaskData(tx, ty, sx, sy, qx, qy, num_classes=len(raw.classes)), info
 
 
 # --- one job ----------------------------------------------------------------------------
@@ -133,7 +85,7 @@ def job_name(method: str, seed: int) -> str:
 
 
 def _job_logger(job_dir: Path) -> logging.Logger:
-    logger = logging.getLogger(f"harness.job.{job_dir.parent.parent.name}.{job_dir.name}")
+    logger = logging.getLogger(f"harness.engine.job.{job_dir.parent.parent.name}.{job_dir.name}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     for h in list(logger.handlers):
@@ -214,6 +166,28 @@ def run_job(run_dir: Path, cfg: RunConfig, method_name: str, seed: int, archs: l
         logger.removeHandler(h)
         h.close()
     return result
+
+
+@dataclass(frozen=True)
+class JobRunner:
+    """One run's ``run_job(method, seed)``, picklable for worker processes and Ray tasks."""
+
+    run_dir: Path
+    cfg: RunConfig
+    archs: tuple
+    hooks_factory: Callable | None = None
+
+    def __call__(self, method: str, seed: int) -> dict:
+        return run_job(self.run_dir, self.cfg, method, seed, list(self.archs), self.hooks_factory)
+
+    def job_dir(self, method: str, seed: int) -> Path:
+        return Path(self.run_dir) / "jobs" / job_name(method, seed)
+
+    def on_device(self, device: str) -> "JobRunner":
+        return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, device=device))
+
+    def resolved_budget(self) -> Budget:
+        return self.cfg.resolved_budget()
 
 
 class IsomorphicCopyScorer:
@@ -371,8 +345,7 @@ def summary_table(summary: pd.DataFrame, results: list[dict], gt_column: str) ->
 
 # --- the run ----------------------------------------------------------------------------
 def default_run_dir(cfg: RunConfig) -> Path:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return REPO_ROOT / "reports" / "runs" / f"{cfg.suite}-{cfg.budget}-{stamp}"
+    return REPO_ROOT / "reports" / "runs" / f"{cfg.suite}-{cfg.budget}-{utc_stamp()}"
 
 
 def validate_config(cfg: RunConfig) -> None:
@@ -403,7 +376,10 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(f"--copy-isomorphic: space {space.name} defines no isomorphism key; drop the flag")
 
 
-def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
+def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
+        report_writer: Callable[[Path], object] | None = None) -> Path:
+    """Run (or resume) a study; ``report_writer(run_dir)`` writes the report at the end (the CLI
+    passes ``harness.report.write_report``: the study layer does not import the report)."""
     validate_config(cfg)
     suite = get_suite(cfg.suite)
     space = suite.make_space()
@@ -411,11 +387,9 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
     data_dir = cfg.data_dir or (str(default_data_dir()) if default_data_dir() else None)
     cfg = dataclasses.replace(cfg, data_dir=data_dir, cache_dir=cfg.cache_dir or str(default_cache_dir()))
     gt_columns = tuple(cfg.gt or suite.default_gt)
-    from harness.standalone import load_run_ground_truth  # suite GT (+ standalone-at-budget, issue 9)
-
-    gt = load_run_ground_truth(suite, space, budget, Path(data_dir) if data_dir else None,
-                               Path(cfg.gt_file) if cfg.gt_file else None, Path(cfg.cache_dir), gt_columns,
-                               cfg.device, say=lambda m: print(m, file=out_stream, flush=True))
+    gt = suite.run_ground_truth(space, budget, Path(data_dir) if data_dir else None,
+                                Path(cfg.gt_file) if cfg.gt_file else None, Path(cfg.cache_dir), gt_columns,
+                                cfg.device, say=lambda m: print(m, file=out_stream, flush=True))
     for c in gt_columns:
         gt.check_column(c)
     archs = resolve_archs(space, cfg.archs or budget.archs, cfg.arch_seed)
@@ -424,10 +398,7 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if hooks_factory is None and cfg.report:
-        try:
-            from harness.diagnostics import default_hooks_factory as hooks_factory  # issue 3
-        except ImportError:
-            hooks_factory = None
+        hooks_factory = default_hooks_factory
     with RunLock(run_dir):
         t0 = time.perf_counter()
         started = utc_now()
@@ -448,15 +419,12 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
             "budget": dataclasses.asdict(budget), "scaled_down": scale_down_record(budget),
             "seeds": list(cfg.seeds), "suite": suite.name, "space": space.name, "gt_source": gt.source,
             "gt_columns": list(gt_columns), "n_archs": len(archs), "data": data_info,
-            "platform": {"python": platform.python_version(), "machine": platform.platform(),
-                         "torch": torch.__version__, "cpus": os.cpu_count(), "device": cfg.device},
+            "platform": platform_record(torch.__version__, cfg.device),
             "started": started, "status": "running", "jobs": {},
         }
         if hasattr(gt, "quality"):  # GT noise ceiling / standalone-vs-benchmark fidelity (issue 9)
             manifest["gt_quality"] = gt.quality(archs)
         write_json(run_dir / "manifest.json", manifest)
-        from harness.executors import run_jobs
-
         def refresh(_result: dict | None = None) -> None:
             """Aggregate what has finished so far (the rest `pending`): a study stopped part-way
             still has its metrics, curves and summary, and resumes with the same --out."""
@@ -465,7 +433,8 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
             aggregate(run_dir, cfg, archs, gt, gt_columns, partial, manifest)
 
         refresh()
-        results = ordered_results(cfg, run_jobs(run_dir, cfg, archs, hooks_factory, on_result=refresh))
+        runner = JobRunner(run_dir, cfg, tuple(archs), hooks_factory)
+        results = ordered_results(cfg, run_jobs(job_list(cfg.methods, cfg.seeds), runner, cfg, on_result=refresh))
         manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in results}
         manifest["timings"] = {"data_s": t_data, "total_s": time.perf_counter() - t0,
                                "jobs_wall_s": sum(r.get("wall_s", 0) for r in results)}
@@ -480,16 +449,9 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None) -> Path:
         if text:
             print("\n" + text, file=out_stream)
         if manifest.get("gt_quality"):
-            from harness.standalone import format_quality
-
             print(format_quality(manifest["gt_quality"]), file=out_stream)
-        if cfg.report:
-            try:
-                from harness.report import write_report  # issue 3
-            except ImportError:
-                pass
-            else:
-                write_report(run_dir)
+        if cfg.report and report_writer is not None:
+            report_writer(run_dir)
     return run_dir
 
 

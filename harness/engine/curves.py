@@ -29,10 +29,10 @@ import pandas as pd
 import torch
 
 from harness import metrics as M
-from harness.job import JobContext, TrainingHooks
-from harness.seeding import numpy_rng
+from harness.engine.job import JobContext, TrainingHooks
+from harness.core.seeding import numpy_rng
 from harness.spaces.base import Arch
-from harness.store import write_csv
+from harness.core.io import write_csv
 
 CURVE_SCORES = "curve_scores.csv"
 CURVES = "curves.csv"

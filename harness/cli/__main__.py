@@ -1,0 +1,6 @@
+"""`python -m harness.cli` = `harness`."""
+import sys
+
+from harness.cli import main
+
+sys.exit(main())

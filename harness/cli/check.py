@@ -1,0 +1,16 @@
+"""`harness check RUN --thresholds FILE [--baseline RUN]`: CI gates on a run's metrics (no plotting)."""
+from __future__ import annotations
+
+from harness import check
+
+
+def cmd_check(args) -> int:
+    return check.main(args)
+
+
+def add_parser(subparsers) -> None:
+    c = subparsers.add_parser("check", help="CI gates: thresholds on a run's metrics")
+    c.add_argument("run_dir")
+    c.add_argument("--thresholds", required=True)
+    c.add_argument("--baseline", default=None)
+    c.set_defaults(fn=cmd_check)

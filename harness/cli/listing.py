@@ -1,0 +1,21 @@
+"""`harness list`: registered suites, methods, budgets and ground-truth columns."""
+from __future__ import annotations
+
+from harness.budgets import BUDGETS
+from harness.engine.method import method_names
+from harness.groundtruth.base import NB201_COLUMNS
+from harness.suites import SUITES
+
+
+def cmd_list(args) -> int:
+    print("suites:  " + ", ".join(sorted(SUITES)))
+    print("methods: " + ", ".join(method_names()))
+    print("budgets:")
+    for b in BUDGETS.values():
+        print(f"  {b.name:<7} {b.note}")
+    print("ground-truth columns (nb201): " + ", ".join(NB201_COLUMNS))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    subparsers.add_parser("list", help="registered suites, methods, budgets, gt columns").set_defaults(fn=cmd_list)
