@@ -7,7 +7,7 @@ How the numbers stay honest:
   ``no_grad``; the model's train/eval mode, ``job.counters`` and ``job.state`` are restored
   afterwards (a method's scorer may count the passes of its own scoring, e.g. Pi-NAS's linear
   evaluation), so weights, checkpoints and final scores are bit-identical with and without a
-  curve (tests/harness/test_curves.py checks every supernet method).
+  curve (tests/harness/engine/test_curves.py checks every supernet method).
 * The points are fractions of the job's image budget (``budget.epochs`` x the train half), read
   from ``job.counters.images_seen``, so multi-stage methods (SE-NAS) and methods with a warm-up
   (K-shot) get the same points as SPOS.

@@ -19,7 +19,7 @@ from harness.engine.trainer import SupernetTrainer
 from harness.engine.method import JobFailed, Method, register_method
 from tests.conftest import make_job
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _cli(shared_dir, out, *extra):
