@@ -35,48 +35,15 @@ from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, default_pai
 from harness.spaces.base import Arch
 from harness.core.paths import REPO_ROOT, default_cache_dir, default_data_dir
 from harness.core.provenance import git_commit, platform_record, utc_now, utc_stamp
-from harness.core.io import RunLock, read_json, write_csv, write_json
+from harness.core.io import RunLock, atomic_write_text, read_json, write_csv, write_json
 from harness.suites import get_suite
 from harness.engine.method import JobFailed, create_method
+from harness.study.spec import (DEFAULT_METHODS, EXECUTION_FIELDS, STUDY_FILE, RunConfig, json_config,  # noqa: F401
+                                study_toml)
 
 log = logging.getLogger("harness")
 
-DEFAULT_METHODS = ("spos", "params", "flops", "random")
 PAIRED = "paired.csv"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    suite: str = "nb201"
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    budget: str = "smoke"
-    archs: str | None = None  # None: the budget's default set
-    gt: tuple[str, ...] | None = None  # None: the suite's default columns
-    out: str | None = None
-    data_dir: str | None = None
-    gt_file: str | None = None
-    cache_dir: str | None = None
-    arch_seed: int = 0  # the scored set is the same for every method and seed
-    device: str = "cpu"
-    precision: str = "fp32"
-    executor: str = "local"
-    jobs: int = 1
-    ray_address: str | None = None  # --executor ray: an existing cluster ("auto", "ray://host:10001"); None starts one
-    max_retries: int = 2  # --executor ray: resubmissions of a crashed/preempted job (resumes from its checkpoint)
-    copy_isomorphic: bool = False  # score one representative per isomorphism class, copy its score to the class
-    progress: bool = True
-    report: bool = True
-    budget_overrides: tuple[tuple[str, object], ...] = ()
-    compare: tuple[str, ...] = ()  # extra "A:B" pairs for the paired tau test (beside X vs spos / params)
-
-    def resolved_budget(self) -> Budget:
-        return get_suite(self.suite).budget(self.budget, self.budget_overrides)
-
-
-# how a run is executed, never what it computes: resuming with other values continues the run
-EXECUTION_FIELDS = frozenset({"out", "progress", "jobs", "executor", "ray_address", "max_retries", "report", "compare",
-                              "data_dir", "cache_dir"})
 
 
 # --- one job ----------------------------------------------------------------------------
@@ -377,9 +344,12 @@ def validate_config(cfg: RunConfig) -> None:
 
 
 def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
-        report_writer: Callable[[Path], object] | None = None) -> Path:
+        report_writer: Callable[[Path], object] | None = None, study_file: dict | None = None) -> Path:
     """Run (or resume) a study; ``report_writer(run_dir)`` writes the report at the end (the CLI
-    passes ``harness.report.write_report``: the study layer does not import the report)."""
+    passes ``harness.report.write_report``: the study layer does not import the report).
+    ``study_file`` (``spec.study_source``: the ``--study`` file, which values it gave, which flags
+    overrode it) goes into the manifest as is; it is not part of the config compared on resume.
+    ``RUN/study.toml`` is written before any job: ``harness run --study RUN/study.toml`` reruns it."""
     validate_config(cfg)
     suite = get_suite(cfg.suite)
     space = suite.make_space()
@@ -422,8 +392,11 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
             "platform": platform_record(torch.__version__, cfg.device),
             "started": started, "status": "running", "jobs": {},
         }
+        if study_file is not None:
+            manifest["study_file"] = study_file
         if hasattr(gt, "quality"):  # GT noise ceiling / standalone-vs-benchmark fidelity (issue 9)
             manifest["gt_quality"] = gt.quality(archs)
+        atomic_write_text(run_dir / STUDY_FILE, study_toml(cfg))
         write_json(run_dir / "manifest.json", manifest)
         def refresh(_result: dict | None = None) -> None:
             """Aggregate what has finished so far (the rest `pending`): a study stopped part-way
@@ -455,12 +428,5 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
     return run_dir
 
 
-def json_config(cfg: RunConfig) -> dict:
-    d = dataclasses.asdict(cfg)
-    d["methods"], d["seeds"] = list(cfg.methods), list(cfg.seeds)
-    d["gt"] = list(cfg.gt) if cfg.gt else None
-    d["budget_overrides"] = {k: v for k, v in cfg.budget_overrides}
-    return d
-
-
-__all__ = ["RunConfig", "run", "run_job", "prepare_data", "HarnessError"]
+__all__ = ["RunConfig", "DEFAULT_METHODS", "EXECUTION_FIELDS", "json_config", "run", "run_job", "prepare_data",
+           "HarnessError"]
