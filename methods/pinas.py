@@ -45,6 +45,7 @@ from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD
 from harness.engine.evaluator import SupernetScorer, batch_stat_bn, check_not_collapsed
 from harness.core.seeding import torch_generator
 from harness.spaces.base import Arch, SearchSpace
+from harness.engine.job import TrainingHooks
 from harness.engine.trainer import SupernetTrainer
 from harness.engine.method import Collapsed, JobFailed, Method, MethodConfig, register_method
 
@@ -337,56 +338,70 @@ def step_decay(base: float, step: int, total: int, milestones: Sequence[float], 
     return base * gamma ** sum(step >= int(round(m * total)) for m in milestones)
 
 
+LINEAR = "pinas-linear"  # the linear evaluation's trainer: checkpoint file pinas-linear-ckpt.pt in the job folder
+
+
 def linear_evaluation(job, model: nn.Module, cfg: PinasConfig, rng: np.random.Generator,
-                      share: float = 1.0) -> tuple[nn.Linear, dict]:
+                      share: float = 1.0, checkpoints: bool = True) -> tuple[nn.Linear, dict]:
     """Sec. 3.3: train one weight-shared linear classifier on frozen supernet features of sampled paths.
 
     The supernet is never updated: features are computed without gradients, BN normalises with
     the batch's statistics and its running buffers are left untouched (``batch_stat_bn``).
     Labels are used here (this is the search), never in the unsupervised phase. ``share`` < 1
     shortens it (fidelity-curve points before the end), keeping the step-decay milestones' shape.
+
+    It runs on the shared trainer (autocast with ``--precision bf16``, the finite-loss check,
+    checkpoints in ``pinas-linear-ckpt.pt`` with resume) with the paper's protocol: SGD with
+    step-wise decay at ``linear_milestones``, no gradient clipping, unaugmented batches in the
+    run's data order with their own random-resized-crop views. Its steps are not supernet training:
+    ``job.counters.steps``/``images_seen`` stay as they are (its frozen forward passes count as
+    path passes). ``checkpoints=False`` (fidelity-curve points: scored again on resume) neither
+    resumes nor writes checkpoints.
     """
     width = feature_width(model, job)
     job.seed_torch("pinas-linear-init")
     classifier = nn.Linear(width, job.data.num_classes).to(job.device)
-    stream = job.train_stream(augment=False)
-    total = max(1, int(round(share * cfg.linear_epochs_ratio * job.budget.epochs * stream.len_epoch)))
-    opt = torch.optim.SGD(classifier.parameters(), lr=cfg.linear_lr, momentum=cfg.linear_momentum,
-                          weight_decay=cfg.linear_weight_decay)
+    len_epoch = job.train_stream(augment=False).len_epoch
+    total = max(1, int(round(share * cfg.linear_epochs_ratio * job.budget.epochs * len_epoch)))
+    trainer = SupernetTrainer(
+        job, classifier, lr=cfg.linear_lr, momentum=cfg.linear_momentum, weight_decay=cfg.linear_weight_decay,
+        nesterov=False, grad_clip=None, steps=total, augment=False, name=LINEAR,
+        lr_schedule=lambda step, n: step_decay(cfg.linear_lr, step, n, cfg.linear_milestones),
+        backward=True, hooks=TrainingHooks(), checkpoints=checkpoints, counts_toward_budget=False)
     aug = ViewAugment(crop_scale=cfg.linear_crop_scale, jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+    last = total - max(1, total // 10)  # training accuracy over the last 10% of the steps
+    tally = {"correct": 0, "seen": 0}
+
+    def step(x, y, i):
+        (xv,) = augment_views(x, 1, torch_generator("job", job.seed, "pinas-linear-views", i), aug)
+        arch = job.space.sample(rng)
+        with torch.no_grad():
+            feats = model.features(xv, arch)
+        job.counters.add_path(len(x), forward=1, backward=0)
+        logits = classifier(feats).float()
+        if i >= last:
+            tally["correct"] += int((logits.argmax(1) == y).sum())
+            tally["seen"] += len(y)
+        return F.cross_entropy(logits, y)
+
+    def get_state() -> dict:
+        return {"path_rng": rng.bit_generator.state, "tally": dict(tally)}
+
+    def set_state(s: dict) -> None:
+        rng.bit_generator.state = s["path_rng"]
+        tally.update(s["tally"])
+
     was_training = model.training
     model.eval()
-    step, correct, seen = 0, 0, 0
     try:
         with batch_stat_bn(model):
-            epoch = 0
-            while step < total:
-                for x, y in stream.batches(epoch):
-                    lr = step_decay(cfg.linear_lr, step, total, cfg.linear_milestones)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    (xv,) = augment_views(x, 1, torch_generator("job", job.seed, "pinas-linear-views", step), aug)
-                    arch = job.space.sample(rng)
-                    with torch.no_grad():
-                        feats = model.features(xv, arch)
-                    job.counters.add_path(len(x), forward=1, backward=0)
-                    logits = classifier(feats)
-                    loss = F.cross_entropy(logits, y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if step >= total - max(1, total // 10):  # training accuracy over the last 10%
-                        correct += int((logits.argmax(1) == y).sum())
-                        seen += len(y)
-                    step += 1
-                    if step >= total:
-                        break
-                epoch += 1
+            trainer.run(step, get_state=get_state, set_state=set_state)
     finally:
         model.train(was_training)
     if not all(torch.isfinite(p).all() for p in classifier.parameters()):
-        raise JobFailed(f"linear evaluation diverged (non-finite classifier weights, lr {cfg.linear_lr})", step)
-    return classifier.eval(), {"linear_steps": total, "linear_train_acc_last10pct": correct / max(seen, 1)}
+        raise JobFailed(f"linear evaluation diverged (non-finite classifier weights, lr {cfg.linear_lr})", total)
+    return classifier.eval(), {"linear_steps": total,
+                               "linear_train_acc_last10pct": tally["correct"] / max(tally["seen"], 1)}
 
 
 class PinasScorer(SupernetScorer):
@@ -502,7 +517,7 @@ class Pinas(Method):
         def curve_scorer() -> PinasScorer:
             with torch.enable_grad():  # the curve scores under no_grad; the linear head itself trains
                 classifier, _ = linear_evaluation(job, model, cfg, job.rng("pinas-linear-path"),
-                                                  cfg.curve_linear_share)
+                                                  cfg.curve_linear_share, checkpoints=False)
             return PinasScorer(job, student, teacher, queue, classifier, info)
 
         job.set_curve_scorer(curve_scorer, note=f"pinas: linear evaluation shortened to {cfg.curve_linear_share:g} "
@@ -516,6 +531,8 @@ class Pinas(Method):
             # collapse before NaN handling: all-zero embeddings are `collapsed`, not `failed`
             self.check_collapse(student, job, check_archs)
             raise
+        if job.budget.checkpoint_every:
+            trainer.save(get_state())  # training done: a job stopped in its linear evaluation resumes there
         info.update(self.check_collapse(student, job, check_archs))
         info.update(equal_path_steps=int(counts["equal_path_steps"]), train_steps=trainer.total_steps,
                     train_forward_images=job.counters.path_forward_images,

@@ -557,7 +557,8 @@ class Senas(Method):
         evaluator = SupernetEvaluator(
             avg_model, job.data.search_x[:n], job.data.search_y[:n], bn_mode=b.bn_mode,
             recal_x=job.data.recal_x(b.recal_batches * b.eval_batch_size), recal_batches=b.recal_batches,
-            batch_size=b.eval_batch_size, ctx_fn=grouping.ctx, progress=job.progress)
+            batch_size=b.eval_batch_size, ctx_fn=grouping.ctx, progress=job.progress,
+            autocast=job.autocast)  # bf16 forwards with --precision bf16, as the shared evaluator
         per_op = self._si_archs(job, alive, stage)
         unique = list(dict.fromkeys(a for lst in per_op.values() for a in lst))
         evaluator.score(unique)

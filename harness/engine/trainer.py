@@ -1,8 +1,16 @@
-"""The shared supernet training loop: SGD + cosine, budget accounting, checkpoints, NaN checks.
+"""The shared training loop: SGD + cosine, budget accounting, autocast, checkpoints, NaN checks.
 
-Methods supply a ``step_fn(x, y, step)`` that runs their forward/backward passes (and records path
-passes); the loop owns zero_grad/clip/step, the learning-rate schedule, the data order, progress,
-diagnostics hooks and atomic checkpoints with resume.
+Methods supply a ``step_fn(x, y, step)`` that runs their forward passes (and records path passes)
+and returns the step's loss; the loop owns zero_grad/clip/step, the learning-rate schedule, the data
+order, autocast (``--precision bf16``), progress, diagnostics hooks, the finite-loss check and atomic
+checkpoints with resume. With ``backward=True`` the loop also runs ``loss.backward()`` (outside
+autocast) for steps that return one loss; steps that need several backward passes or gradients of a
+parameter subset (FairNAS's m paths, K-shot's simplex step, STC-NAS's alpha step) run their own
+backward and return the loss for the check.
+
+The same loop trains heads on frozen features (Pi-NAS's linear evaluation): its own schedule
+(``lr_schedule``), no clipping, no training hooks, and steps that are not the job's supernet budget
+(``counts_toward_budget=False``), with its own checkpoint file in the job folder.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from harness.engine.job import JobContext
+from harness.engine.job import JobContext, TrainingHooks
 from harness.engine.method import JobFailed
 
 CKPT = "ckpt.pt"
@@ -63,20 +71,41 @@ def cosine_lr(base: float, step: int, total: int, final: float = 0.0) -> float:
 
 
 class SupernetTrainer:
-    """Runs ``budget.epochs`` worth of training-split batches through ``step_fn``."""
+    """Runs ``budget.epochs`` worth of training-split batches through ``step_fn``.
+
+    Options for loops other than supernet training (defaults: supernet training):
+    ``steps`` fixes the number of steps (instead of ``epochs`` x batches per epoch); ``augment``
+    turns the stream's crop/flip off; ``lr_schedule(step, total_steps)`` replaces the cosine
+    schedule; ``backward`` makes the loop call ``loss.backward()``; ``hooks`` replaces
+    ``job.hooks`` (``TrainingHooks()``: none, e.g. a loop run inside a fidelity-curve point);
+    ``checkpoints=False`` neither resumes nor writes checkpoints; ``counts_toward_budget=False``
+    leaves ``job.counters.steps``/``images_seen`` (the supernet's image budget) alone; the path
+    passes a step records still count, and checkpoints still restore every counter.
+    """
 
     def __init__(self, job: JobContext, model: torch.nn.Module, params=None, *, lr: float | None = None,
                  momentum: float | None = None, weight_decay: float | None = None,
                  nesterov: bool | None = None, final_lr: float = 0.0, grad_clip: float | None = 5.0,
                  epochs: float | None = None, batch_size: int | None = None, name: str = "train",
-                 data_offset: int = 0):
+                 data_offset: int = 0, steps: int | None = None, augment: bool = True,
+                 lr_schedule: Callable[[int, int], float] | None = None, backward: bool = False,
+                 hooks: TrainingHooks | None = None, checkpoints: bool = True,
+                 counts_toward_budget: bool = True):
         b = job.budget
         self.job, self.model, self.name = job, model, name
-        self.stream = job.train_stream(batch_size)
-        self.total_steps = max(1, int(round((epochs if epochs is not None else b.epochs) * self.stream.len_epoch)))
+        self.stream = job.train_stream(batch_size, augment=augment)
+        if steps is not None:
+            self.total_steps = max(1, int(steps))
+        else:
+            self.total_steps = max(1, int(round((epochs if epochs is not None else b.epochs) * self.stream.len_epoch)))
         self.base_lr = b.lr if lr is None else lr
         self.final_lr = final_lr
+        self.lr_schedule = lr_schedule or (lambda step, total: cosine_lr(self.base_lr, step, total, self.final_lr))
         self.grad_clip = grad_clip
+        self.backward = bool(backward)
+        self.hooks = hooks  # None: job.hooks, read when the loop starts
+        self.checkpoints = bool(checkpoints)
+        self.counts_toward_budget = bool(counts_toward_budget)
         self.params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             self.params, lr=self.base_lr, momentum=b.momentum if momentum is None else momentum,
@@ -117,7 +146,9 @@ class SupernetTrainer:
             torch.set_rng_state(state["torch_rng"])
             self.job.counters.__dict__.update(state["counters"])
             self.step = int(state["step"])
-            self.job.state["resumed_from_step"] = self.step
+            self.job.state.setdefault("resumed", {})[self.name] = self.step
+            if self.counts_toward_budget:  # the manifest's field: where supernet training resumed
+                self.job.state["resumed_from_step"] = self.step
             self.job.log.info("resumed %s from %s at step %d", self.name, path.name, self.step)
             return state["extra"]
         return None
@@ -127,13 +158,14 @@ class SupernetTrainer:
             get_state: Callable[[], dict] = dict, set_state: Callable[[dict], None] = lambda s: None,
             after_step: Callable[[int], None] | None = None, images_per_step: int | None = None) -> None:
         job = self.job
-        extra = self.try_resume()
+        hooks = job.hooks if self.hooks is None else self.hooks
+        extra = self.try_resume() if self.checkpoints else None
         if extra is not None:
             set_state(extra)
-        every = job.budget.checkpoint_every
+        every = job.budget.checkpoint_every if self.checkpoints else 0
         n_epoch = self.stream.len_epoch
         self.model.train()
-        job.hooks.on_train_start(self.model, job)
+        hooks.on_train_start(self.model, job)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{job.job_dir.name} {self.name}",
                    disable=not job.progress, leave=False, dynamic_ncols=True)
         loss_sum = torch.zeros((), device=job.device)
@@ -141,28 +173,32 @@ class SupernetTrainer:
         while self.step < self.total_steps:
             epoch, start = divmod(self.step + self.data_offset, n_epoch)
             for x, y in self.stream.batches(epoch, start):
-                lr = cosine_lr(self.base_lr, self.step, self.total_steps, self.final_lr)
+                lr = self.lr_schedule(self.step, self.total_steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
                 with job.autocast():  # bf16 forward (and its backward) with --precision bf16; no-op for fp32
                     loss = step_fn(x, y, self.step)
+                if self.backward:  # outside autocast (PyTorch's advice); its ops follow the forward's dtypes
+                    loss.backward()
                 if self.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
                 self.optimizer.step()
                 if after_step is not None:
                     after_step(self.step)
-                job.counters.steps += 1
-                job.counters.images_seen += images_per_step or len(x)
+                if self.counts_toward_budget:
+                    job.counters.steps += 1
+                    job.counters.images_seen += images_per_step or len(x)
                 loss_sum += loss.detach().float()
                 window += 1
                 self.step += 1
-                job.hooks.on_step(self.model, self.step, self.total_steps)
+                hooks.on_step(self.model, self.step, self.total_steps)
                 # a host sync only every few steps (and at the end): finite-loss check + progress
                 if window >= 20 or self.step == self.total_steps:
                     mean = float(loss_sum) / window
                     if not math.isfinite(mean):
-                        raise JobFailed(f"non-finite training loss ({mean}) near step {self.step}", self.step)
+                        where = "" if self.name == "train" else f" ({self.name})"
+                        raise JobFailed(f"non-finite training loss ({mean}) near step {self.step}{where}", self.step)
                     bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.4f}")
                     job.log.info("%s step %d/%d loss %.4f lr %.5f", self.name, self.step, self.total_steps, mean, lr)
                     loss_sum.zero_()
@@ -173,4 +209,4 @@ class SupernetTrainer:
                 if self.step >= self.total_steps:
                     break
         bar.close()
-        job.hooks.on_train_end(self.model, job)
+        hooks.on_train_end(self.model, job)

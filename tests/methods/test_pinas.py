@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from harness.spaces.nb201 import Nb201Space
+import methods.pinas as pinas_module
 from harness.engine.method import Collapsed, JobFailed, create_method
+from harness.engine.trainer import CKPT
+from harness.spaces.nb201 import Nb201Space
 from methods.pinas import (
+    LINEAR,
     FeatureQueue,
     Pinas,
     PinasConfig,
@@ -192,6 +195,39 @@ def test_linear_evaluation_leaves_supernet_and_bn_buffers_unchanged(tmp_path):
     assert all(not p.requires_grad or p.grad is None for p in net.parameters())
     assert info["linear_steps"] == 16 and job.counters.path_backward == 0
     assert job.counters.path_forward == 16  # one frozen path forward per batch
+    assert job.counters.steps == job.counters.images_seen == 0  # not the supernet's image budget
+
+
+def test_linear_evaluation_runs_under_bf16_autocast(tmp_path):
+    """Same frozen supernet, same streams: only ``--precision bf16`` differs, and the classifier
+    it trains differs (the features and logits ran in bfloat16), while staying finite."""
+    m = _method()
+    out = {}
+    for precision in ("fp32", "bf16"):
+        job = make_job(tmp_path / precision)
+        job.precision = precision
+        net = m.build_student(job).net
+        dtypes = []
+        orig = net.features
+
+        def features(x, arch, ctx=None, _orig=orig):
+            f = _orig(x, arch, ctx)
+            dtypes.append(f.dtype)
+            return f
+
+        net.features = features
+        clf, _ = linear_evaluation(job, net, m.config, np.random.default_rng(0))
+        out[precision] = (clf.weight.detach().clone(), set(dtypes))
+    assert out["fp32"][1] == {torch.float32} and out["bf16"][1] == {torch.bfloat16}
+    assert out["bf16"][0].dtype == torch.float32 and torch.isfinite(out["bf16"][0]).all()
+    assert not torch.equal(out["fp32"][0], out["bf16"][0])
+
+
+def test_diverging_linear_evaluation_fails_the_job(tmp_path):
+    job = make_job(tmp_path)
+    m = _method(linear_lr=1e38)
+    with pytest.raises(JobFailed, match=r"non-finite training loss .* \(pinas-linear\)"):  # the trainer's check
+        linear_evaluation(job, m.build_student(job).net, m.config, np.random.default_rng(0))
 
 
 def test_scores_come_from_the_linear_classifier(tmp_path):
@@ -262,13 +298,56 @@ def test_no_ds_builds_unshared_supernet_where_supported(tmp_path):
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     full = _method().fit(make_job(tmp_path / "a"))
     job = make_job(tmp_path / "b", checkpoint_every=5)
-    _method().fit(job)  # leaves a step-15 checkpoint (the last one before the end)
-    job2 = make_job(tmp_path / "b", checkpoint_every=5)  # same folder: resumes at step 15
+    _method().fit(job)  # leaves the finished training (step 16) and linear step-15 checkpoints
+    job2 = make_job(tmp_path / "b", checkpoint_every=5)  # same folder: resumes both
     resumed = _method().fit(job2)
-    assert job2.state["resumed_from_step"] == 15
+    assert job2.state["resumed_from_step"] == 16 and job2.state["resumed"] == {"train": 16, LINEAR: 15}
     for part in ("student", "teacher", "classifier"):
         _assert_same_state(_clone_state(getattr(full, part)), _clone_state(getattr(resumed, part)))
     assert torch.equal(full.queue.buffer, resumed.queue.buffer)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at,resumed_at", [(25, 19), (39, 38)])
+def test_interrupted_linear_evaluation_resumes_with_identical_scores(tmp_path, monkeypatch, stop_at, resumed_at):
+    """A job stopped during its linear evaluation (40 steps, checkpoints every 19: at 19 and 38)
+    reruns in the same folder from the linear checkpoint, not from scratch, and ends with the
+    uninterrupted job's classifier, training accuracy, counters and scores bit for bit; (39, 38)
+    resumes inside the last 10 % of the steps, whose training accuracy the checkpoint carries."""
+    over = dict(linear_epochs_ratio=2.5)  # 2.5 x 2 epochs x 8 batches = 40 linear steps
+    archs = [Nb201Space().sample(np.random.default_rng(i)) for i in range(12)]
+    ref_job = make_job(tmp_path / "full", checkpoint_every=19)
+    ref = _method(**over).fit(ref_job)
+    ref_scores = ref.score(archs)
+
+    job = make_job(tmp_path / "part", checkpoint_every=19)
+    decay = pinas_module.step_decay
+    calls = []
+
+    def interrupting(base, step, total, milestones, gamma=0.1):  # the linear trainer's lr schedule
+        calls.append(step)
+        if step == stop_at:
+            raise _Interrupt
+        return decay(base, step, total, milestones, gamma)
+
+    monkeypatch.setattr(pinas_module, "step_decay", interrupting)
+    with pytest.raises(_Interrupt):
+        _method(**over).fit(job)
+    monkeypatch.setattr(pinas_module, "step_decay", decay)
+    assert calls == list(range(stop_at + 1))
+    assert (job.job_dir / f"{LINEAR}-{CKPT}").is_file() and (job.job_dir / f"train-{CKPT}").is_file()
+
+    job2 = make_job(tmp_path / "part", checkpoint_every=19)  # a fresh process in the same folder
+    resumed = _method(**over).fit(job2)
+    assert job2.state["resumed"] == {"train": 16, LINEAR: resumed_at}
+    assert job2.state["resumed_from_step"] == 16  # the supernet's training did not rerun
+    _assert_same_state(_clone_state(ref.classifier), _clone_state(resumed.classifier))
+    assert resumed.info == ref.info and resumed.info["linear_steps"] == 40
+    assert job2.counters == ref_job.counters
+    np.testing.assert_array_equal(resumed.score(archs), ref_scores)
 
 
 # --- augmentation -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from torch import nn
 from harness.core.errors import ArchError, ConfigError
 from harness.spaces.base import Decision, NetConfig, OpSpec, SearchSpace, Supernet
 from harness.spaces.nb201 import Nb201Space
+import methods.senas as senas_module
 from harness.engine.method import create_method
 from methods.senas import (
     HISTORY_FILE,
@@ -287,3 +288,30 @@ def test_bad_config_is_a_config_error(job_factory):
         _senas(si_sampling="every").fit(job_factory())
     with pytest.raises(ConfigError, match="stage_fractions"):
         _senas(stages=2, stage_fractions=(1.0, 1.0)).fit(job_factory())
+
+
+def test_operator_scores_run_under_the_jobs_autocast(job_factory, monkeypatch):
+    """The search-split evaluator (Eq. 4's P(a)) forwards under ``job.autocast``: bfloat16 with
+    ``--precision bf16``, like the shared evaluator; fp32 keeps its numbers (a no-op context)."""
+    built = []
+
+    class Recording(senas_module.SupernetEvaluator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.dtypes, inner = set(), self.forward_fn
+
+            def forward(m, xb, arch, ctx):
+                out = inner(m, xb, arch, ctx)
+                self.dtypes.add(out.dtype)
+                return out
+
+            self.forward_fn = forward
+            built.append(self)
+
+    monkeypatch.setattr(senas_module, "SupernetEvaluator", Recording)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        built.clear()
+        job = job_factory(space=ToyLayerSpace(), epochs=2)
+        job.precision = precision
+        _senas(stages=1, k=2, si_samples=4, snapshots=1).fit(job)
+        assert len(built) == 1 and built[0].dtypes == {dtype}, precision

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.engine.job import TrainingHooks
 from harness.engine.method import JobFailed, rng_state_hooks
 from harness.engine.trainer import CKPT, CKPT_PREV, SupernetTrainer, cosine_lr
 from tests.conftest import make_job
@@ -191,3 +192,68 @@ def test_trainer_follows_the_cosine_schedule_from_the_budget_lr(tmp_path):
     assert lrs[0] == pytest.approx(0.2)  # the first step uses the base rate
     assert lrs == pytest.approx([0.01 + 0.5 * 0.19 * (1 + math.cos(math.pi * s / total)) for s in range(total)])
     assert lrs[-1] > 0.01 and np.all(np.diff(lrs) < 0)  # the final rate is the limit, not a step
+
+
+# --- loops other than supernet training (Pi-NAS's linear evaluation) ----------------------------
+class _CountingHooks:
+    def __init__(self):
+        self.calls = 0
+
+    def on_train_start(self, model, job):
+        self.calls += 1
+
+    def on_step(self, model, step, total):
+        self.calls += 1
+
+    def on_train_end(self, model, job):
+        self.calls += 1
+
+
+def test_trainer_backward_matches_a_step_that_runs_its_own(tmp_path):
+    """``backward=True`` (the loop calls ``loss.backward()``) gives the same weights bit for bit as a
+    step that calls it itself."""
+    out = []
+    for own in (True, False):
+        job = make_job(tmp_path / str(own), epochs=1)
+        model = _linear(job)
+        trainer = SupernetTrainer(job, model, backward=not own)
+
+        def step(x, y, i, model=model, own=own):
+            loss = F.cross_entropy(model(x.flatten(1)), y)
+            if own:
+                loss.backward()
+            return loss
+
+        trainer.run(step)
+        out.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
+
+
+def test_trainer_options_for_a_head_on_frozen_features(tmp_path):
+    """``steps``, ``lr_schedule``, no clipping, ``hooks`` replaced, ``counts_toward_budget=False``
+    (path passes still count) and ``checkpoints=False`` (no file written, none resumed)."""
+    job = make_job(tmp_path, checkpoint_every=2)
+    job.hooks = hooks = _CountingHooks()
+    model = _linear(job)
+    lrs = []
+    trainer = SupernetTrainer(job, model, steps=5, grad_clip=None, backward=True, name="head",
+                              lr_schedule=lambda s, n: 0.1 * (s + 1) / n, hooks=TrainingHooks(),
+                              checkpoints=False, counts_toward_budget=False)
+
+    def step(x, y, i):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        job.counters.add_path(len(x), forward=1, backward=0)
+        return F.cross_entropy(model(x.flatten(1)), y)
+
+    trainer.run(step)
+    assert lrs == pytest.approx([0.1 * (s + 1) / 5 for s in range(5)])
+    assert hooks.calls == 0 and job.counters.steps == job.counters.images_seen == 0
+    assert job.counters.path_forward == 5 and not list(job.job_dir.glob("*ckpt*"))
+    # with checkpoints: its own file; a rerun resumes it without touching `resumed_from_step`
+    SupernetTrainer(job, model, steps=5, name="head", counts_toward_budget=False, backward=True).run(step)
+    assert (job.job_dir / f"head-{CKPT}").is_file()
+    job2 = make_job(tmp_path, checkpoint_every=2)
+    model2 = _linear(job2)
+    SupernetTrainer(job2, model2, steps=5, name="head", counts_toward_budget=False, backward=True).run(
+        lambda x, y, i: F.cross_entropy(model2(x.flatten(1)), y))
+    assert job2.state["resumed"] == {"head": 4} and "resumed_from_step" not in job2.state
