@@ -5,7 +5,8 @@
 
 Trains every (architecture, seed) missing from ``HARNESS_CACHE_DIR/standalone`` and writes the GT
 table (``arch, standalone, standalone_std, standalone_s<seed>..., params``) with a manifest beside
-it; ``--commit`` writes the probe suite's committed table ``harness/suites_data/<suite>-gt.csv``.
+it; ``--commit`` writes the probe suite's committed table (its TOML's ``gt_table``,
+``harness/suites_data/<suite>-gt.csv`` for the built-in ones).
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from harness.cli.common import parse_overrides, parse_seeds
 from harness.core.errors import ConfigError
 from harness.core.paths import default_cache_dir, default_data_dir
 from harness.core.provenance import git_commit, utc_now
+from harness.groundtruth.providers import suite_archs
 from harness.groundtruth.standalone import StandaloneCache
 from harness.groundtruth.table import format_noise, gt_noise, gt_table, write_gt_csv
 from harness.suites import get_suite
-from harness.suites.probe import committed_gt_path, load_probe_archs
 
 
 def check_seeds(seeds) -> tuple[int, ...]:
@@ -45,7 +46,7 @@ def cmd_gt(args) -> int:
     if suite.standalone_gt:
         if args.archs:
             raise ConfigError(f"--archs: suite {args.suite} has a fixed probe list; drop --archs")
-        archs = load_probe_archs(args.suite, space)
+        archs = suite_archs(suite, space)
     else:
         archs = resolve_archs(space, args.archs or "sample:50", 0)
     data_dir = args.data_dir or (str(default_data_dir()) if default_data_dir() else None)
@@ -63,7 +64,10 @@ def cmd_gt(args) -> int:
     if args.commit:
         if not suite.standalone_gt:
             raise ConfigError("--commit is for probe suites (their committed GT table)")
-        out = committed_gt_path(args.suite)
+        if suite.gt_table is None:
+            raise ConfigError(f"--commit: suite {args.suite} names no committed table; add gt_table = "
+                              f"\"{args.suite}-gt.csv\" to {suite.source or 'its TOML'}")
+        out = Path(suite.gt_table)
     elif args.out:
         out = Path(args.out)
     else:

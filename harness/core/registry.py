@@ -87,7 +87,7 @@ class Registry(Generic[T]):
                     importlib.import_module(f"{package}.{info.name}")
         for ep in metadata.entry_points(group=self.entry_point_group):
             before = set(self._entries)
-            obj = ep.load()
+            obj = self.load_entry_point(ep)
             dist = f"entry point {ep.dist.name if ep.dist else '?'} ({ep.value})"
             if isinstance(obj, types.ModuleType):  # the module registered itself on import
                 for name in set(self._entries) - before:
@@ -95,6 +95,11 @@ class Registry(Generic[T]):
                 continue
             self.add(ep.name, self._coerce(ep.name, obj))
             self.origins[ep.name] = dist
+
+    def load_entry_point(self, ep: metadata.EntryPoint):
+        """The object an entry point names (a registry whose group allows other values, such as
+        the suites' TOML files, overrides this)."""
+        return ep.load()
 
     def _resolve(self, name: str) -> None:
         if name in self._lazy:

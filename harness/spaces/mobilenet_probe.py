@@ -26,8 +26,9 @@ Shapes (how a budget maps onto this space): ``NetConfig.channels`` is the stem w
 width factor ``channels / 40`` (40 = the paper's widths), times ``NetConfig.width_mult``; channel
 counts are rounded to multiples of 4. ``NetConfig.cells`` is not used. Strides are adapted to the
 input: below 64 px the stem and the 32-channel stage keep the resolution (total stride 8, so 32 px
-ends at 4x4); at 64 px and above the table's strides apply (total stride 32). The per-budget table
-:data:`BUDGET_SHAPES` gives the suite's channels, resolution and standalone-GT epochs.
+ends at 4x4); at 64 px and above the table's strides apply (total stride 32). The suite's TOML
+(``harness/suites_data/mobilenet-probe13.toml``, ``[budgets.<name>]``) gives its channels,
+resolution and standalone-GT epochs per named budget.
 """
 from __future__ import annotations
 
@@ -57,19 +58,6 @@ CHOICES = (Choice("k3e3", 3, 3), Choice("k3e6", 3, 6), Choice("k5e3", 5, 3), Cho
            Choice("k7e3", 7, 3), Choice("k7e6", 7, 6), Choice("identity", 0, 0))
 CHOICE_NAMES = tuple(c.name for c in CHOICES)
 IDENTITY = len(CHOICES) - 1
-
-# Budget name -> the suite's shapes, replacing the budget's fields of the same name (then `--set`
-# wins); see resnet_probe.BUDGET_SHAPES for the reasoning. `smoke`: ~25 CPU-seconds per GT result
-# (1 thread), so 13 archs x 2 seeds is ~11 CPU-minutes; the supernet gets 1 epoch. `small` (the
-# committed GT): 2 standalone epochs at C=8, ~160 CPU-seconds per result (~77 s/epoch), so the
-# 26 results fit in ~70 CPU-minutes.
-BUDGET_SHAPES: dict[str, dict] = {
-    "smoke": dict(channels=4, resolution=16, epochs=1.0, standalone_epochs=0.5),
-    "small": dict(channels=8, resolution=16, standalone_epochs=2.0),
-    "study": dict(channels=8, resolution=16, epochs=10.0, standalone_epochs=2.0),
-    "paper": dict(channels=40, resolution=32, standalone_epochs=30.0),
-}
-
 
 def width_factor(cfg: NetConfig) -> float:
     return cfg.channels / STEM * cfg.width_mult
@@ -170,7 +158,6 @@ class MobileNetProbeSpace(SearchSpace):
     supports_downsample_sharing = False
     decisions = tuple(Decision(f"stage{s + 2}.layer{i}", CHOICE_NAMES)
                       for s, (_c, n, _s, _s32) in enumerate(STAGES) for i in range(n))
-    budget_shapes = BUDGET_SHAPES
 
     def allowed_choices(self, decision: int) -> tuple[int, ...]:
         """Choices allowed at a decision (identity is refused in a stage's first layer)."""

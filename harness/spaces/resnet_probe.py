@@ -24,12 +24,12 @@ Shapes (how a budget maps onto this space): ``NetConfig.channels`` is the stem w
 width factor ``channels / 64`` (64 = ResNet-50, the paper's widths), times ``NetConfig.width_mult``;
 ``NetConfig.cells`` is not used (the layout is fixed). ``NetConfig.resolution`` picks the stem:
 below 64 px a CIFAR stem (3x3 conv, stride 1, no max-pool), else ImageNet's 7x7/2 + max-pool.
-The per-budget table :data:`BUDGET_SHAPES` gives the suite's channels, resolution and standalone
-ground-truth epochs for each named budget (applied by the suite before ``--set`` overrides).
+The suite's TOML (``harness/suites_data/resnet-probe13.toml``, ``[budgets.<name>]``) gives its
+channels, resolution and standalone ground-truth epochs for each named budget (applied by the suite
+before ``--set`` overrides).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -56,22 +56,6 @@ class BlockType:
 BLOCKS = (BlockType("1s1x64d", 1, 1, 64), BlockType("2s1x64d", 2, 1, 64),
           BlockType("1s2x42d", 1, 2, 42), BlockType("2s2x40d", 2, 2, 40))
 BLOCK_NAMES = tuple(b.name for b in BLOCKS)
-
-# Budget name -> the suite's shapes, replacing the budget's fields of the same name (then `--set`
-# wins). channels = stem width (width factor channels/64); epochs = supernet training epochs;
-# standalone_epochs = epochs of each standalone ground-truth training. `smoke` is a pipeline check:
-# one GT result costs ~25 CPU-seconds (1 thread), so 13 archs x 2 seeds is ~11 CPU-minutes, and
-# the supernet gets 1 epoch (16 layers cost ~10x NB201's smoke cell per image). `small` is the
-# GT meant to separate the blocks (committed, used by default): 3 standalone epochs at C=8 cost
-# ~140 CPU-seconds per result (1 thread, ~45 s/epoch), so 13 archs x 2 seeds fit in ~1 CPU-hour;
-# `paper` is ResNet-50's widths on CIFAR-10 (GPU).
-BUDGET_SHAPES: dict[str, dict] = {
-    "smoke": dict(channels=4, resolution=16, epochs=1.0, standalone_epochs=0.5),
-    "small": dict(channels=8, resolution=16, standalone_epochs=3.0),
-    "study": dict(channels=8, resolution=16, epochs=10.0, standalone_epochs=3.0),
-    "paper": dict(channels=64, resolution=32, standalone_epochs=30.0),
-}
-
 
 def width_factor(cfg: NetConfig) -> float:
     return cfg.channels / REF_STEM * cfg.width_mult
@@ -229,7 +213,6 @@ class ResNetProbeSpace(SearchSpace):
     supports_downsample_sharing = True  # NetConfig.share_downsample is honoured (Pi-NAS `pinas-no-ds`)
     decisions = tuple(Decision(f"stage{s + 1}.layer{i}", BLOCK_NAMES)
                       for s, n in enumerate(LAYOUT) for i in range(n))
-    budget_shapes = BUDGET_SHAPES
 
     def parse(self, text: str) -> Arch:
         if not isinstance(text, str):
@@ -257,11 +240,3 @@ class ResNetProbeSpace(SearchSpace):
 
     def build_standalone(self, arch: Arch, cfg: NetConfig, op_factory: OpFactory | None = None) -> ResNetProbeNetwork:
         return ResNetProbeNetwork(cfg, op_factory or self.default_op, self.validate(arch))
-
-
-def shaped_budget(budget, table: dict[str, dict] = BUDGET_SHAPES):
-    """The budget with this suite's shapes for its name (unknown names keep the budget's own)."""
-    shape = table.get(budget.name)
-    if shape is None:
-        return budget
-    return dataclasses.replace(budget, **shape)

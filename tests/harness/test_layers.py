@@ -16,11 +16,12 @@ PACKAGES = ("harness", "methods")
 LAYERS = {
     "harness": 1, "harness.core": 1,
     "harness.spaces.base": 2, "harness.budgets": 2, "harness.metrics": 2, "harness.paired": 2,
-    "harness.data": 3, "harness.spaces": 3, "harness.archsets": 3, "harness.profile": 3,
+    "harness.data": 3, "harness.spaces": 3, "harness.spaces.registry": 3, "harness.archsets": 3, "harness.profile": 3,
     "harness.groundtruth": 3, "harness.groundtruth.base": 3, "harness.groundtruth.table": 3,
     "harness.groundtruth.noise": 3,
     "harness.engine": 4,
     "methods": 5, "harness.groundtruth.benchmark": 5, "harness.groundtruth.standalone": 5,
+    "harness.groundtruth.providers": 5,
     "harness.suites": 5, "harness.executors": 5,
     "harness.study": 6,
     "harness.report": 7, "harness.plots": 7, "harness.check": 7,

@@ -17,7 +17,8 @@ from harness.spaces.resnet_probe import ResNetProbeSpace
 from harness.groundtruth.standalone import (CompositeGroundTruth, GtData, StandaloneCache, StandaloneGroundTruth,
                                             cache_path, make_key)
 from harness.groundtruth.table import STANDALONE, TableGroundTruth, gt_noise, gt_table
-from harness.suites.probe import committed_gt_path, load_probe_archs, probe_ground_truth, probe_list_path
+from harness.groundtruth.providers import standalone_gt_at_budget, suite_archs
+from harness.suites.probe import load_probe_archs, probe_list_path
 from harness.suites import get_suite
 from tests.conftest import tiny_data
 
@@ -127,7 +128,7 @@ def test_probe_lists_committed_and_consistent():
         archs = load_probe_archs(suite, space)
         assert len(archs) == len(set(archs)) == 13 and all(space.is_allowed(a) for a in archs)
         txt = resolve_archs(space, f"file:{probe_list_path(suite, 'txt')}")
-        assert txt == archs
+        assert txt == archs == suite_archs(get_suite(suite), space)  # the suite scores (and trains) this list
         table = pd.read_csv(probe_list_path(suite), comment="#")
         assert table["chosen_by"].str.startswith("uniform").sum() == (4 if suite.startswith("resnet") else 7)
 
@@ -137,7 +138,7 @@ def test_probe_suites_registered_with_budget_shapes():
         suite = get_suite(name)
         assert suite.make_space().name == space_name and suite.default_gt == (STANDALONE,)
         b = RunConfig(suite=name, budget="smoke").resolved_budget()
-        shape = suite.make_space().budget_shapes["smoke"]
+        shape = suite.shapes["smoke"]
         assert (b.channels, b.resolution, b.standalone_epochs) == (shape["channels"], shape["resolution"],
                                                                    shape["standalone_epochs"])
         assert b.archs.startswith("file:") and b.archs.endswith(f"{name}.txt")
@@ -151,7 +152,7 @@ def test_probe_suites_registered_with_budget_shapes():
 def test_committed_probe_gt_is_current_and_used_by_default(suite, space, tmp_path):
     """The committed `small` GT covers exactly the probe list, both GT seeds, and was built by this
     model code at the suite's current `small` shapes; a run loads it without training anything."""
-    path = committed_gt_path(suite)
+    path = get_suite(suite).gt_table
     gt = TableGroundTruth.from_csv(path, space)
     archs = load_probe_archs(suite, space)
     assert sorted(gt.table["arch"]) == sorted(space.format(a) for a in archs)
@@ -161,12 +162,12 @@ def test_committed_probe_gt_is_current_and_used_by_default(suite, space, tmp_pat
     meta = gt.meta
     assert meta["model_version"] == space.model_version and meta["seeds"] == [0, 1]
     assert meta["budget"]["name"] == "small"
-    for field_name, value in space.budget_shapes["small"].items():  # shapes changed => rebuild the GT
+    for field_name, value in get_suite(suite).shapes["small"].items():  # shapes changed => rebuild the GT
         assert meta["budget"][field_name] == value, field_name
     assert meta["noise"]["tau_between_seeds_mean"] == pytest.approx(gt.noise["tau_between_seeds_mean"])
     said = []
-    loaded = probe_ground_truth(suite, space, get_suite(suite).budget("smoke"), None, None, tmp_path / "cache",
-                                say=said.append)
+    loaded = standalone_gt_at_budget(get_suite(suite), space, get_suite(suite).budget("smoke"), None, None,
+                                     tmp_path / "cache", say=said.append)
     assert "committed table" in loaded.source and "budget small" in loaded.source
     assert not (tmp_path / "cache").exists()  # nothing trained, nothing cached
     assert any("GT noise" in m for m in said)
