@@ -209,13 +209,67 @@ def format_table(df: pd.DataFrame) -> str:
     return show.to_string(index=False)
 
 
+# --- exact reproduction of a baseline ----------------------------------------------------
+METRIC_KEYS = ["method", "seed", "gt", "subset", "metric", "k"]
+# what decides the numbers besides the config: the CPU model and torch build (kernel choice)
+PLATFORM_KEYS = ("cpu_model", "torch")
+# the manifest config fields that decide the numbers (besides the resolved budget, compared whole)
+RUN_KEYS = ("suite", "methods", "seeds", "archs", "gt", "arch_seed", "device", "precision", "copy_isomorphic")
+
+
+def exact_comparison(run_dir: Path, baseline: Path) -> tuple[str, list[str]]:
+    """Compare a run's metrics.csv value for value with a baseline made by the same command.
+
+    Returns ``("same" | "differs" | "skipped", lines)``. Skipped (with the reason) where the
+    baseline's CPU model or torch build is not this run's, or either manifest does not record
+    them: numbers are only expected to be bit-identical on the same platform."""
+    mine, base = (read_json(Path(d) / "manifest.json") for d in (run_dir, baseline))
+    pm, pb = mine.get("platform", {}), base.get("platform", {})
+    differ = [f"{k}: baseline {pb.get(k, 'not recorded')!r}, this run {pm.get(k, 'not recorded')!r}"
+              for k in PLATFORM_KEYS if pm.get(k) is None or pm.get(k) != pb.get(k)]
+    if differ:
+        return "skipped", [f"exact comparison with {baseline} skipped (another platform; the threshold gates "
+                           f"still apply): " + "; ".join(differ)]
+    cm, cb = mine.get("config", {}), base.get("config", {})
+    other = [k for k in RUN_KEYS if cm.get(k) != cb.get(k)] + (["budget"] if mine.get("budget") != base.get("budget") else [])
+    if other:
+        return "differs", [f"exact comparison with {baseline}: the run was not made with the baseline's command "
+                           f"(differs in {', '.join(other)}); rerun it as the baseline's manifest says"]
+    a, b = (_metrics(Path(d)).copy() for d in (run_dir, baseline))
+    for df in (a, b):
+        df["seed"] = df["seed"].astype(int)
+    a, b = (df.set_index(METRIC_KEYS)["value"].astype(float).sort_index() for df in (a, b))
+    lines = []
+    only = sorted(set(a.index) ^ set(b.index))
+    if only:
+        lines.append(f"{len(only)} metric rows are in only one of the two runs, e.g. {only[0]}")
+    both = a.index.intersection(b.index)
+    va, vb = a.loc[both].to_numpy(), b.loc[both].to_numpy()
+    same = (va == vb) | (np.isnan(va) & np.isnan(vb))
+    for key, x, y in list(zip(both[~same], va[~same], vb[~same]))[:5]:
+        lines.append(f"{'/'.join(map(str, key))}: run {x!r}, baseline {y!r}")
+    if (~same).sum() > 5:
+        lines.append(f"... {int((~same).sum())} values differ in all")
+    if lines:
+        return "differs", [f"exact comparison with {baseline}: the run does not reproduce the baseline "
+                           f"({len(both)} rows compared)"] + lines
+    return "same", [f"exact comparison with {baseline}: all {len(both)} metric values identical "
+                    f"(platform {pm.get('cpu_model')}, torch {pm.get('torch')})"]
+
+
 def main(args) -> int:
-    """Entry point of ``harness check`` (args: run_dir, thresholds, baseline)."""
+    """Entry point of ``harness check`` (args: run_dir, thresholds, baseline, exact)."""
     baseline = Path(args.baseline) if getattr(args, "baseline", None) else None
+    if getattr(args, "exact", False) and baseline is None:
+        raise ConfigError("--exact compares with a baseline; pass --baseline DIR")
     df = run_checks(Path(args.run_dir), Path(args.thresholds), baseline)
     print(format_table(df))
     failed = int((df["result"] != "pass").sum())
     print(f"\nharness check: {len(df) - failed}/{len(df)} checks passed" + (f", {failed} FAILED" if failed else ""))
+    if getattr(args, "exact", False):
+        verdict, lines = exact_comparison(Path(args.run_dir), baseline)
+        print("\n".join(lines))
+        failed += verdict == "differs"
     sys.stdout.flush()
     return 1 if failed else 0
 

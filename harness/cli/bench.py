@@ -35,7 +35,7 @@ from harness.engine.job import JobContext, TaskData
 from harness.engine.method import create_method
 from harness.engine.trainer import SupernetTrainer, cosine_lr
 from harness.spaces.nb201 import EDGES, NB201_OPS
-from harness.study.runner import DEFAULT_METHODS, RunConfig
+from harness.study.spec import DEFAULT_METHODS, RunConfig
 from harness.suites import get_suite
 
 TRAIN_SPLIT_IMAGES = 25_000  # the protocol's train half of CIFAR-10 (harness/data/splits.py)

@@ -13,4 +13,7 @@ def add_parser(subparsers) -> None:
     c.add_argument("run_dir")
     c.add_argument("--thresholds", required=True)
     c.add_argument("--baseline", default=None)
+    c.add_argument("--exact", action="store_true",
+                   help="also require metrics.csv to equal the baseline's value for value (where the baseline "
+                        "was made on the same CPU model and torch build; skipped, and said, elsewhere)")
     c.set_defaults(fn=cmd_check)

@@ -27,6 +27,25 @@ def utc_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; else platform.processor()): floating-point
+    results of the same code and torch build can differ between CPU models (kernel choice)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or "unknown"
+    ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+    return f"{fields['model name']} ({fields.get('vendor_id', '?')}; {ids})"
+
+
 def platform_record(torch_version: str, device: str) -> dict:
-    return {"python": platform.python_version(), "machine": platform.platform(), "torch": torch_version,
-            "cpus": os.cpu_count(), "device": device}
+    return {"python": platform.python_version(), "machine": platform.platform(), "cpu_model": cpu_model(),
+            "torch": torch_version, "cpus": os.cpu_count(), "device": device}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from harness.core.errors import HarnessError
+from harness.core.errors import ConfigError, HarnessError, did_you_mean
 from harness.core.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +94,11 @@ class MethodEntry:
     overrides: tuple = ()
 
     def create(self, name: str) -> "Method":
+        fields = {f.name for f in dataclasses.fields(self.cls.Config)}
+        bad = [k for k in dict(self.overrides) if k not in fields]
+        if bad:  # a variant registered with a field its config does not have
+            raise ConfigError(f"method '{name}' overrides unknown {self.cls.Config.__name__} field(s) "
+                              f"{', '.join(bad)}{did_you_mean(bad[0], fields)}; fix its register_method(...)")
         return self.cls(name, self.cls.Config(**dict(self.overrides)))
 
 

@@ -1,6 +1,6 @@
 """``--executor ray``: every (method, seed) job is a Ray task; the driver aggregates as ``local`` does.
 
-A task runs the same ``harness.study.runner.run_job`` as the local executor, in a Ray worker process,
+A task runs the same ``harness.study.jobs.run_job`` as the local executor, in a Ray worker process,
 with a resource request of ``budget.threads`` CPUs (and one GPU with ``--device cuda``). Jobs write
 their folders (``result.json``, ``scores.csv``, checkpoints) under the run folder, which on a
 cluster must be a path every node sees (a shared filesystem); the driver then aggregates from those

@@ -131,7 +131,7 @@ def test_cuda_supernet_is_channels_last(job_factory):  # pragma: no cover - GPU 
 
 
 def test_copy_isomorphic_scores_one_representative_per_class():
-    from harness.study.runner import IsomorphicCopyScorer
+    from harness.study.jobs import IsomorphicCopyScorer
 
     space = Nb201Space()
     seen = []

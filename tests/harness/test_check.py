@@ -131,3 +131,59 @@ def test_shipped_smoke_thresholds_pass_on_the_committed_baseline():
     assert ("params", "min") in kinds and ("spos", "max_drop") in kinds
     df = run_checks(base, t, base)
     assert (df["result"] == "pass").all(), df.to_string()
+
+
+# --- --exact: value-for-value reproduction of a baseline ----------------------------------
+PLATFORM = {"cpu_model": "Test CPU (family 1, model 2)", "torch": "2.14.1+cpu"}
+CONFIG = {"suite": "nb201", "methods": ["params", "spos"], "seeds": [0, 1], "archs": None, "gt": None,
+          "arch_seed": 0, "device": "cpu", "precision": "fp32", "copy_isomorphic": False}
+
+
+def with_platform(path: Path, platform=PLATFORM, config=CONFIG, budget=None) -> Path:
+    man = json.loads((path / "manifest.json").read_text())
+    man.update(platform=platform, config=config, budget=budget or {"name": "smoke", "epochs": 3})
+    (path / "manifest.json").write_text(json.dumps(man))
+    return path
+
+
+def test_exact_comparison_same_and_one_value_changed(tmp_path, capsys):
+    from harness.check import exact_comparison
+
+    base = with_platform(make_run(tmp_path / "base", VALUES))
+    run = with_platform(make_run(tmp_path / "run", VALUES))
+    verdict, lines = exact_comparison(run, base)
+    assert verdict == "same" and "identical" in lines[0]
+    changed = dict(VALUES)
+    changed[("spos", "kendall_tau", "")] = [-0.10, -0.06 + 1e-12]  # one ulp-scale change is a difference
+    run2 = with_platform(make_run(tmp_path / "run2", changed))
+    verdict, lines = exact_comparison(run2, base)
+    assert verdict == "differs" and any("spos/1" in line for line in lines)
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text('[nb201.params]\nkendall_tau = { min = 0.5 }\n')
+    assert cli_main(["check", str(run2), "--thresholds", str(thresholds), "--baseline", str(base), "--exact"]) == 1
+    assert cli_main(["check", str(run), "--thresholds", str(thresholds), "--baseline", str(base), "--exact"]) == 0
+    assert "all 8 metric values identical" in capsys.readouterr().out
+
+
+def test_exact_comparison_skips_another_platform_and_refuses_another_command(tmp_path):
+    from harness.check import exact_comparison
+
+    base = with_platform(make_run(tmp_path / "base", VALUES))
+    other_cpu = with_platform(make_run(tmp_path / "cpu", VALUES), platform={**PLATFORM, "cpu_model": "Other CPU"})
+    verdict, lines = exact_comparison(other_cpu, base)
+    assert verdict == "skipped" and "Other CPU" in lines[0] and "Test CPU" in lines[0]
+    unrecorded = with_platform(make_run(tmp_path / "old", VALUES), platform={"torch": PLATFORM["torch"]})
+    assert exact_comparison(base, unrecorded)[0] == "skipped"  # a baseline that predates cpu_model
+    other_seeds = with_platform(make_run(tmp_path / "seeds", VALUES), config={**CONFIG, "seeds": [0]})
+    verdict, lines = exact_comparison(other_seeds, base)
+    assert verdict == "differs" and "seeds" in lines[0]
+    other_budget = with_platform(make_run(tmp_path / "budget", VALUES), budget={"name": "smoke", "epochs": 4})
+    assert exact_comparison(other_budget, base)[0] == "differs"
+
+
+def test_exact_needs_a_baseline(tmp_path, capsys):
+    run = with_platform(make_run(tmp_path / "run", VALUES))
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text('[nb201.params]\nkendall_tau = { min = 0.5 }\n')
+    assert cli_main(["check", str(run), "--thresholds", str(thresholds), "--exact"]) == 2
+    assert "--exact compares with a baseline" in capsys.readouterr().err

@@ -20,7 +20,8 @@ import pytest
 from harness import report as R
 from harness.engine.diagnostics import default_hooks_factory
 from harness.core.errors import ConfigError
-from harness.study.runner import RunConfig, run
+from harness.study.runner import run
+from harness.study.spec import RunConfig
 from harness.engine.method import METHODS, Collapsed, Method, MethodConfig, MethodEntry
 from tests.conftest import tiny_data
 

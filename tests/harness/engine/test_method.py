@@ -85,7 +85,8 @@ def test_method_entry_create():
     m = entry.create("named")
     assert type(m) is _Toy and m.name == "named" and m.config == _ToyConfig(beta="q")
     assert MethodEntry(_Toy).create("plain").config == _ToyConfig()
-    with pytest.raises(TypeError):  # a variant naming a field the config lacks cannot be built
+    # a variant naming a field the config lacks: one line naming the method, the field and the fix
+    with pytest.raises(ConfigError, match=r"method 'bad' overrides unknown _ToyConfig field\(s\) gamma.*register_method"):
         MethodEntry(_Toy, (("gamma", 1),)).create("bad")
 
 

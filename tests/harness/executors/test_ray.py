@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from harness.engine.job import TrainingHooks
-from harness.study.runner import RunConfig, run
+from harness.study.runner import run
+from harness.study.spec import RunConfig
 
 # Before importing ray: take the loopback address as this node's IP (Ray then binds every socket to
 # 127.0.0.1 instead of the machine's address) and send no usage statistics.

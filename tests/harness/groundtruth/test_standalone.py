@@ -10,7 +10,7 @@ import pytest
 from harness.archsets import resolve_archs
 from harness.budgets import get_budget
 from harness.groundtruth.base import GroundTruth
-from harness.study.runner import RunConfig
+from harness.study.spec import RunConfig
 from harness.spaces.mobilenet_probe import MobileNetProbeSpace
 from harness.spaces.nb201 import Nb201Space
 from harness.spaces.resnet_probe import ResNetProbeSpace

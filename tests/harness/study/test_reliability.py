@@ -126,7 +126,8 @@ def test_nan_loss_marks_job_failed_with_step(tmp_path):
 
 @pytest.mark.slow
 def test_failed_job_does_not_stop_others(shared_dir, tmp_path):
-    from harness.study.runner import RunConfig, run
+    from harness.study.runner import run
+    from harness.study.spec import RunConfig
 
     out = tmp_path / "run"
     run(RunConfig(methods=("test-nan-loss", "params"), seeds=(0,), archs="sample:10", out=str(out),

@@ -6,7 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from harness.study.runner import RunConfig, run
+from harness.study.runner import run
+from harness.study.spec import RunConfig
 
 TINY = (("epochs", 0.04), ("score_size", 128), ("eval_batch_size", 128), ("threads", 1), ("checkpoint_every", 4))
 
@@ -105,17 +106,17 @@ def test_curve_last_point_equals_final_metrics(tiny_run):
 def test_interrupted_run_has_partial_results_and_report(shared_dir, tmp_path, monkeypatch):
     """A run stopped after its first jobs: metrics, summary and the report exist, with the rest
     `pending`; the same command then resumes and finishes (seed-major order: params-s0, flops-s0 first)."""
-    import harness.study.runner as R
+    import harness.study.jobs as R
     from harness.report import write_report
 
     real = R.run_job
     calls = []
 
-    def stop_after_two(run_dir, cfg, method, seed, archs, hooks_factory=None):
+    def stop_after_two(run_dir, plan, method, seed, hooks_factory=None):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append((method, seed))
-        return real(run_dir, cfg, method, seed, archs, hooks_factory)
+        return real(run_dir, plan, method, seed, hooks_factory)
 
     monkeypatch.setattr(R, "run_job", stop_after_two)
     cfg = tiny_config(shared_dir, tmp_path / "partial", methods=("params", "flops"), seeds=(0, 1))
