@@ -54,6 +54,16 @@ def platform_mismatch(manifest: dict) -> str:
     return "" if theirs.get("machine") == here else f"platform {here!r} here, {theirs.get('machine')!r} there"
 
 
+def seed0_config(manifest: dict, data_dir: Path, out: str | None = None) -> RunConfig:
+    """The manifest's run config, for seed 0 only, reading data from this machine's data dir."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    cfg = {k: v for k, v in manifest["config"].items() if k in fields}
+    cfg.update(methods=tuple(cfg["methods"]), seeds=(0,), gt=tuple(cfg["gt"]) if cfg.get("gt") else None,
+               budget_overrides=tuple(cfg.get("budget_overrides", {}).items()), compare=tuple(cfg.get("compare", ())),
+               out=out, data_dir=str(data_dir), cache_dir=None, progress=False, report=False)
+    return RunConfig(**cfg)
+
+
 class StopAfterPoint(Exception):
     """Ends a job once its last curve point at or below MAX_FRACTION is written."""
 
@@ -75,12 +85,7 @@ def study_plan(shared_dir):
     if why:
         pytest.skip(f"the committed study was made on another platform ({why}); exact reproduction is "
                     f"checked only there (the study's numbers themselves are in its folder)")
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = {k: v for k, v in manifest["config"].items() if k in fields}
-    cfg.update(methods=tuple(cfg["methods"]), seeds=(0,), gt=tuple(cfg["gt"]) if cfg.get("gt") else None,
-               budget_overrides=tuple(cfg.get("budget_overrides", {}).items()), compare=tuple(cfg.get("compare", ())),
-               out=None, data_dir=str(shared_dir), cache_dir=None, progress=False, report=False)
-    plan = resolve(RunConfig(**cfg), say=lambda m: None)
+    plan = resolve(seed0_config(manifest, shared_dir), say=lambda m: None)
     assert dataclasses.asdict(plan.budget) == manifest["budget"], "the study budget changed since the study ran"
     return plan
 
@@ -124,12 +129,7 @@ def test_probe_baseline_seed0_reproduces(name, shared_dir, tmp_path):
     why = platform_mismatch(manifest)
     if why:
         pytest.skip(f"{name} was made on another platform ({why}); exact reproduction is checked only there")
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = {k: v for k, v in manifest["config"].items() if k in fields}
-    cfg.update(methods=tuple(cfg["methods"]), seeds=(0,), gt=tuple(cfg["gt"]) if cfg.get("gt") else None,
-               budget_overrides=tuple(cfg.get("budget_overrides", {}).items()), compare=tuple(cfg.get("compare", ())),
-               out=str(tmp_path / "run"), data_dir=str(shared_dir), cache_dir=None, progress=False, report=False)
-    run(RunConfig(**cfg), out_stream=open(os.devnull, "w"))
+    run(seed0_config(manifest, shared_dir, out=str(tmp_path / "run")), out_stream=open(os.devnull, "w"))
     keys = ["method", "seed", "gt", "subset", "metric", "k"]
     mine = pd.read_csv(tmp_path / "run" / "metrics.csv").set_index(keys)["value"].sort_index()
     theirs = pd.read_csv(folder / "metrics.csv")
