@@ -130,7 +130,7 @@ def jobs_table(run: RunData) -> pd.DataFrame:
         reason = r.get("reason") or ""
         rows.append({"job": name, "method": r["method"], "seed": r["seed"], "status": r.get("status", "?"),
                      "reason": reason, "kendall_tau": tau, "tau 95% CI (archs)": ci,
-                     "wall_s": _fmt(r.get("wall_s"), 1), "fit_s": _fmt(r.get("fit_s"), 1),
+                     "wall_s": _fmt(r.get("wall_s"), 1), "cpu_s": _fmt(r.get("cpu_s"), 1), "fit_s": _fmt(r.get("fit_s"), 1),
                      "score_s": _fmt(r.get("score_s"), 1), "images_seen": c.get("images_seen", ""),
                      "fwd/img": _fmt(c.get("forward_passes_per_image"), 2),
                      "bwd/img": _fmt(c.get("backward_passes_per_image"), 2)})

@@ -57,7 +57,7 @@ def run_job(run_dir: Path, plan: JobPlan, method_name: str, seed: int, hooks_fac
     logger = _job_logger(job_dir)
     torch.set_num_threads(budget.threads)
     data, _ = prepare_data(cfg.data_dir, cfg.cache_dir or str(default_cache_dir()), budget.resolution,
-                           budget.score_size, cfg.device, cfg.progress)
+                           budget.score_size, cfg.device, cfg.progress, dataset=cfg.dataset)
     method = create_method(method_name)
     job = JobContext(space=space, budget=budget, net_cfg=budget.net_config(num_classes=data.num_classes),
                      data=data, seed=seed, job_dir=job_dir, device=torch.device(cfg.device), log=logger,
@@ -70,7 +70,7 @@ def run_job(run_dir: Path, plan: JobPlan, method_name: str, seed: int, hooks_fac
         job.hooks = HookList([curve, hooks_factory(job, run_dir) if hooks_factory is not None else None])
     result = {"method": method_name, "seed": seed, "pid": os.getpid(), "started": utc_now(),
               "describe": method.describe()}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     logger.info("job %s seed %d: budget %s", method_name, seed, budget.name)
     try:
         scorer = method.fit(job)
@@ -105,7 +105,9 @@ def run_job(run_dir: Path, plan: JobPlan, method_name: str, seed: int, hooks_fac
         result.update(status="failed", reason=f"{type(exc).__name__}: {exc}", step=job.counters.steps)
     if curve is not None:
         result["curve"] = curve.record()
-    result.update(wall_s=time.perf_counter() - t0, ended=utc_now(), counters=job.counters.as_dict(),
+    # CPU seconds beside wall seconds: on a shared machine wall time measures the neighbours too
+    result.update(wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - cpu0, ended=utc_now(),
+                  counters=job.counters.as_dict(),
                   resumed_from_step=job.state.get("resumed_from_step", 0), state=job.state)
     write_json(result_path, result)
     for h in list(logger.handlers):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -38,6 +39,8 @@ def test_run_folder_schema(tiny_run):
     spos = man["jobs"]["spos-s0"]
     assert spos["status"] == "done" and spos["counters"]["images_seen"] > 0
     assert spos["counters"]["forward_passes_per_image"] == pytest.approx(1.0)
+    # CPU seconds beside wall seconds (training is CPU-bound: more than nothing, at most every core busy)
+    assert 0 < spos["cpu_s"] <= spos["wall_s"] * (os.cpu_count() or 1) + 1.0
     est = pd.read_csv(tiny_run / "estimates.csv")
     assert list(est.columns) == ["method", "seed", "subset", "arch_index", "arch", "score"]
     assert len(est) == 3 * 2 * 30
