@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.budgets import BUDGETS
 from harness.engine.method import method_names
-from harness.groundtruth.base import NB201_COLUMNS
+from harness.groundtruth.base import NATS_ONLY_COLUMNS, NB201_COLUMNS
 from harness.suites import SUITES
 
 
@@ -14,6 +14,7 @@ def cmd_list(args) -> int:
     for b in BUDGETS.values():
         print(f"  {b.name:<7} {b.note}")
     print("ground-truth columns (nb201): " + ", ".join(NB201_COLUMNS))
+    print("  with the NATS-Bench file (--gt-file) also: " + ", ".join(NATS_ONLY_COLUMNS))
     return 0
 
 

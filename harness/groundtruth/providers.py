@@ -11,8 +11,9 @@ anything. ``suite`` is the ``harness.suites.Suite`` asking (its name, its fixed 
 the suites, which sit beside it and use it.
 
 Built-in providers:
-- ``benchmark``: the NB201 table (our CSV) or the official NATS-Bench file (``--gt-file``);
-  budget, cache and device do not change it.
+- ``benchmark``: the NB201 table (our CSV) or the official NATS-Bench file (``--gt-file``: the
+  ``-simple`` folder or the single archive; a partial one answers the architectures it holds);
+  budget and device do not change it.
 - ``standalone-probe``: ``--gt-file`` if given; else the suite's committed table; else the
   standalone cache at the run's budget (training what is missing, and saying so).
 
@@ -32,7 +33,7 @@ from harness.budgets import BUDGETS, Budget
 from harness.core.errors import DataError
 from harness.core.paths import REPO_ROOT, default_cache_dir
 from harness.core.registry import Registry
-from harness.groundtruth.base import GroundTruth, load_ground_truth
+from harness.groundtruth.base import CsvGroundTruth, GroundTruth, load_ground_truth
 from harness.groundtruth.standalone import PROBE_SEEDS, StandaloneCache
 from harness.groundtruth.table import TableGroundTruth, format_noise, gt_table
 from harness.spaces.base import Arch, SearchSpace
@@ -81,8 +82,12 @@ def register_gt_provider(name: str) -> Callable[[GtProvider], GtProvider]:
 @register_gt_provider("benchmark")
 def benchmark(suite: ProviderSuite, space: SearchSpace, *, data_dir, gt_file, budget, cache_dir, device,
               say) -> GroundTruth:
-    """The benchmark table (NB201 CSV or NATS-Bench file); budget, cache and device do not change it."""
-    return load_ground_truth(space, data_dir, gt_file)
+    """The benchmark table (NB201 CSV or NATS-Bench file); budget and device do not change it (the
+    cache dir keeps a complete NATS-Bench folder's space optimum)."""
+    gt = load_ground_truth(space, data_dir, gt_file, cache_dir=cache_dir, say=say)
+    if gt_file is not None and not isinstance(gt, CsvGroundTruth):
+        say(f"ground truth: {gt.source}")
+    return gt
 
 
 # --- standalone-probe -------------------------------------------------------------------

@@ -336,6 +336,9 @@ class CompositeGroundTruth(GroundTruth):
     def best(self, column):
         return self._part(column).best(column)
 
+    def optimum_unavailable(self, column):
+        return self._part(column).optimum_unavailable(column)
+
     def prepare(self, archs) -> None:
         for p in self.parts:
             if hasattr(p, "prepare"):

@@ -21,15 +21,19 @@ PAIRED = "paired.csv"
 def job_metrics(scores: pd.DataFrame, gt, space, columns, picked: str | None) -> list[dict]:
     rows = []
     for column in columns:
+        # a GT without the space optimum (a partial NATS-Bench file) has no regret: NaN, its source says why
+        no_optimum = gt.optimum_unavailable(column) if hasattr(gt, "optimum_unavailable") else None
         for subset, df in scores.groupby("subset", sort=False):
             archs = [space.parse(a) for a in df["arch"]]
             truth = gt.values(archs, column)
             for r in M.compute_all(df["score"].to_numpy(), truth):
+                if no_optimum and r["metric"] == "regret":
+                    r = {**r, "value": np.nan}
                 rows.append({"gt": column, "subset": subset, **r})
         if picked is not None:
             value = float(gt.values([space.parse(picked)], column)[0])
             rows.append({"gt": column, "subset": "derived", "metric": "picked_gt", "k": None, "value": value})
-            best = gt.best(column) if hasattr(gt, "best") else np.nan
+            best = np.nan if no_optimum else gt.best(column) if hasattr(gt, "best") else np.nan
             rows.append({"gt": column, "subset": "derived", "metric": "regret", "k": None, "value": best - value})
     return rows
 
