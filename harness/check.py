@@ -214,7 +214,10 @@ METRIC_KEYS = ["method", "seed", "gt", "subset", "metric", "k"]
 # what decides the numbers besides the config: the CPU model and torch build (kernel choice)
 PLATFORM_KEYS = ("cpu_model", "torch")
 # the manifest config fields that decide the numbers (besides the resolved budget, compared whole)
-RUN_KEYS = ("suite", "methods", "seeds", "archs", "gt", "arch_seed", "device", "precision", "copy_isomorphic")
+RUN_KEYS = ("suite", "dataset", "methods", "seeds", "archs", "gt", "arch_seed", "device", "precision",
+            "copy_isomorphic")
+# a key a manifest lacks (it predates the key) counts as this value
+RUN_DEFAULTS = {"dataset": "cifar10"}
 
 
 def exact_comparison(run_dir: Path, baseline: Path) -> tuple[str, list[str]]:
@@ -231,7 +234,8 @@ def exact_comparison(run_dir: Path, baseline: Path) -> tuple[str, list[str]]:
         return "skipped", [f"exact comparison with {baseline} skipped (another platform; the threshold gates "
                            f"still apply): " + "; ".join(differ)]
     cm, cb = mine.get("config", {}), base.get("config", {})
-    other = [k for k in RUN_KEYS if cm.get(k) != cb.get(k)] + (["budget"] if mine.get("budget") != base.get("budget") else [])
+    other = [k for k in RUN_KEYS if cm.get(k, RUN_DEFAULTS.get(k)) != cb.get(k, RUN_DEFAULTS.get(k))]
+    other += ["budget"] if mine.get("budget") != base.get("budget") else []
     if other:
         return "differs", [f"exact comparison with {baseline}: the run was not made with the baseline's command "
                            f"(differs in {', '.join(other)}); rerun it as the baseline's manifest says"]

@@ -368,7 +368,8 @@ def linear_evaluation(job, model: nn.Module, cfg: PinasConfig, rng: np.random.Ge
         nesterov=False, grad_clip=None, steps=total, augment=False, name=LINEAR,
         lr_schedule=lambda step, n: step_decay(cfg.linear_lr, step, n, cfg.linear_milestones),
         backward=True, hooks=TrainingHooks(), checkpoints=checkpoints, counts_toward_budget=False)
-    aug = ViewAugment(crop_scale=cfg.linear_crop_scale, jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+    aug = ViewAugment(crop_scale=cfg.linear_crop_scale, jitter_p=0.0, gray_p=0.0, blur_p=0.0, mean=job.data.mean,
+                      std=job.data.std)
     last = total - max(1, total // 10)  # training accuracy over the last 10% of the steps
     tally = {"correct": 0, "seen": 0}
 
@@ -467,7 +468,8 @@ class Pinas(Method):
                              job.device)
         rng = job.rng("path")
         aug = ViewAugment(crop_scale=cfg.crop_scale, jitter=cfg.jitter, jitter_p=cfg.jitter_p, gray_p=cfg.gray_p,
-                          blur_p=cfg.blur_p, blur_sigma=cfg.blur_sigma, blur_ref_size=cfg.blur_ref_size)
+                          blur_p=cfg.blur_p, blur_sigma=cfg.blur_sigma, blur_ref_size=cfg.blur_ref_size,
+                          mean=job.data.mean, std=job.data.std)
         info = {"ema_lambda": lam, "queue_len": cfg.queue_len, "temperature": cfg.temperature, "lr": cfg.lr,
                 "weight_decay": cfg.weight_decay, "linear_lr": cfg.linear_lr}
         job.state["pinas"] = info

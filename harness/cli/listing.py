@@ -1,4 +1,4 @@
-"""`harness list`: registered suites, methods, budgets and ground-truth columns."""
+"""`harness list`: registered suites (and their data sets), methods, budgets and ground-truth columns."""
 from __future__ import annotations
 
 from harness.budgets import BUDGETS
@@ -9,6 +9,7 @@ from harness.suites import SUITES
 
 def cmd_list(args) -> int:
     print("suites:  " + ", ".join(sorted(SUITES)))
+    print("data sets (--dataset): " + "; ".join(f"{n}: {', '.join(SUITES.get(n).datasets)}" for n in sorted(SUITES)))
     print("methods: " + ", ".join(method_names()))
     print("budgets:")
     for b in BUDGETS.values():

@@ -25,7 +25,7 @@ def _gt(text: str) -> tuple[str, ...] | None:
 
 # argparse dest -> (RunConfig field, parse); every one defaults to None, so "given" means "on the command line"
 FLAGS = {
-    "suite": ("suite", str), "methods": ("methods", csv_list), "seeds": ("seeds", parse_seeds),
+    "suite": ("suite", str), "dataset": ("dataset", str), "methods": ("methods", csv_list), "seeds": ("seeds", parse_seeds),
     "budget": ("budget", str), "archs": ("archs", str), "arch_seed": ("arch_seed", int), "gt": ("gt", _gt),
     "gt_file": ("gt_file", str), "out": ("out", str), "data_dir": ("data_dir", str), "device": ("device", str),
     "precision": ("precision", str), "executor": ("executor", str), "ray_address": ("ray_address", str),
@@ -64,6 +64,9 @@ def add_parser(subparsers) -> None:
     r.add_argument("--study", default=None, metavar="FILE",
                    help="read the study from a TOML file (e.g. a run folder's study.toml); flags given here override it")
     r.add_argument("--suite", default=None, help="default: nb201")
+    r.add_argument("--dataset", default=None,
+                   help="what the supernet trains on: cifar10 (default), cifar100 or imagenet16-120 (the nb201 "
+                        "suite; the default ground-truth column follows it); see data/README.md")
     r.add_argument("--methods", default=None, help="comma list (default: spos,params,flops,random)")
     r.add_argument("--seeds", default=None, help="comma list (default: 0,1,2)")
     r.add_argument("--budget", default=None, help="default: smoke")

@@ -42,7 +42,10 @@ BATCHES_NAME = "cifar-10-batches-py"
 
 @dataclass
 class RawImages:
-    """CIFAR-10 as uint8 tensors. ``x_*``: N x 3 x 32 x 32 uint8; ``y_*``: N int64 in [0, 10)."""
+    """A data set as uint8 tensors. ``x_*``: N x 3 x H x W uint8; ``y_*``: N int64 in [0, classes).
+
+    CIFAR-10: 32 x 32, 10 classes, ``x_test`` the official test set; other data sets
+    (``harness.data.datasets``): ``x_test`` is their whole evaluation set, halved there."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -126,7 +129,7 @@ def cache_path(source: Path, cache_dir: Path) -> Path:
     return Path(cache_dir).expanduser() / f"cifar10-{cache_key(source)}.pt"
 
 
-def _save_cache(raw: RawImages, path: Path) -> None:
+def _save_cache(raw: RawImages, path: Path, what: str = "CIFAR-10") -> None:
     payload = {
         "version": CACHE_FORMAT_VERSION,
         "x_train": raw.x_train.contiguous(),
@@ -147,14 +150,15 @@ def _save_cache(raw: RawImages, path: Path) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        log.warning("could not write CIFAR-10 cache %s (%s); continuing without it", path, e)
+        log.warning("could not write %s cache %s (%s); continuing without it", what, path, e)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _load_cache(path: Path) -> RawImages | None:
-    """The cached images, or None (after deleting the file) when the cache is unusable."""
+def _load_cache(path: Path, check=None, what: str = "CIFAR-10") -> RawImages | None:
+    """The cached images, or None (after deleting the file) when the cache is unusable.
+    ``check(raw)`` describes what is wrong (default: the CIFAR-10 check)."""
     try:
         d = torch.load(path, weights_only=True)
         if not isinstance(d, dict) or d.get("version") != CACHE_FORMAT_VERSION:
@@ -163,12 +167,12 @@ def _load_cache(path: Path) -> RawImages | None:
             x_train=d["x_train"], y_train=d["y_train"], x_test=d["x_test"], y_test=d["y_test"],
             classes=list(d["classes"]), source=str(d["source"]),
         )
-        problem = _check(raw)
+        problem = (check or _check)(raw)
         if problem:
             raise ValueError(problem)
         return raw
     except Exception as e:  # noqa: BLE001 -- any failure means "rebuild"
-        log.warning("CIFAR-10 cache %s is corrupt (%s: %s); deleting and rebuilding it", path, type(e).__name__, e)
+        log.warning("%s cache %s is corrupt (%s: %s); deleting and rebuilding it", what, path, type(e).__name__, e)
         try:
             path.unlink()
         except OSError:

@@ -20,11 +20,13 @@ CIFAR10_STD: tuple[float, float, float] = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 _CHUNK = 4096
 
 
-def to_float(x_uint8: torch.Tensor, resolution: int = 32) -> torch.Tensor:
+def to_float(x_uint8: torch.Tensor, resolution: int = 32, mean: tuple[float, float, float] = CIFAR10_MEAN,
+             std: tuple[float, float, float] = CIFAR10_STD) -> torch.Tensor:
     """uint8 N x 3 x H x W -> normalised float32 N x 3 x resolution x resolution (same device).
 
     Resizing (when ``resolution`` differs from the input size) is bilinear with antialiasing, done
-    on the [0, 1] image before normalisation; work is chunked to bound peak memory.
+    on the [0, 1] image before normalisation; work is chunked to bound peak memory. ``mean``/``std``
+    (in [0, 1] units): the data set's normalisation (default CIFAR-10's).
     """
     if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4 or x_uint8.shape[1] != 3:
         raise ValueError(f"expected uint8 N x 3 x H x W, got {x_uint8.dtype} {tuple(x_uint8.shape)}")
@@ -32,14 +34,14 @@ def to_float(x_uint8: torch.Tensor, resolution: int = 32) -> torch.Tensor:
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
     n, _, h, w = x_uint8.shape
-    mean = torch.tensor(CIFAR10_MEAN, device=x_uint8.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=x_uint8.device).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, device=x_uint8.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=x_uint8.device).view(1, 3, 1, 1)
     out = torch.empty((n, 3, resolution, resolution), dtype=torch.float32, device=x_uint8.device)
     for i in range(0, n, _CHUNK):
         xb = x_uint8[i : i + _CHUNK].to(torch.float32).div_(255.0)
         if (h, w) != (resolution, resolution):
             xb = F.interpolate(xb, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-        out[i : i + _CHUNK] = (xb - mean) / std
+        out[i : i + _CHUNK] = (xb - mean_t) / std_t
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from harness.budgets import Budget
-from harness.data.tensors import BatchStream
+from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD, BatchStream
 from harness.core.seeding import derive_seed, numpy_rng
 from harness.spaces.base import NetConfig, OpFactory, SearchSpace, Supernet
 
@@ -22,7 +22,8 @@ class TaskData:
 
     ``train`` feeds weight updates; ``search`` (valid half minus ``score``) is the validation signal
     for methods that search; ``score`` is reserved for final scores; ``recal`` is a fixed set of
-    training images for BN re-estimation.
+    training images for BN re-estimation. ``mean``/``std``: the normalisation the images carry (the
+    data set's; methods that undo it to augment, e.g. Pi-NAS, read it here).
     """
 
     train_x: torch.Tensor
@@ -32,6 +33,8 @@ class TaskData:
     score_x: torch.Tensor
     score_y: torch.Tensor
     num_classes: int = 10
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
 
     def recal_x(self, n: int) -> torch.Tensor:
         return self.train_x[:n]

@@ -3,7 +3,9 @@
 One result = one architecture trained with one seed: ``space.build_standalone(arch, net_cfg)``,
 initialised from the seed's ``init`` stream, SGD + cosine for ``budget.standalone_epochs`` over the
 protocol's ``train`` half (the shared :class:`SupernetTrainer` loop, the seed's data order and
-augmentation), then top-1 accuracy (%) on the official CIFAR-10 test set (BN in eval mode).
+augmentation), then top-1 accuracy (%) on the official CIFAR-10 test set (BN in eval mode); a run
+with ``--dataset cifar100`` / ``imagenet16-120`` trains on that data set and measures on its test
+half (``harness.data.datasets.final_test_set``).
 
 Results are cached as JSON under ``HARNESS_CACHE_DIR/standalone/<space>/<key>.json``, where the key
 hashes everything that decides the number: space, architecture, the space's ``model_version``,
@@ -37,6 +39,7 @@ from harness.budgets import Budget
 from harness.core.errors import unknown_name
 from harness.core.io import atomic_write_text, pid_alive
 from harness.data.cifar import load_cifar10
+from harness.data.datasets import DEFAULT_DATASET, final_test_set, get_dataset, load_dataset
 from harness.data.tensors import to_float
 from harness.engine.job import JobContext
 from harness.engine.taskdata import prepare_data
@@ -79,14 +82,15 @@ class StandaloneKey:
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def make_key(space: SearchSpace, arch: Arch, budget: Budget, seed: int, num_classes: int = 10) -> StandaloneKey:
+def make_key(space: SearchSpace, arch: Arch, budget: Budget, seed: int, num_classes: int = 10,
+             dataset: str = DEFAULT_DATASET) -> StandaloneKey:
     cfg = budget.net_config(num_classes=num_classes)
     return StandaloneKey(
         space=space.name, arch=space.format(arch), model_version=int(getattr(space, "model_version", 1)),
         seed=int(seed), channels=budget.channels, cells=budget.cells, resolution=budget.resolution,
         epochs=float(budget.standalone_epochs), batch_size=budget.batch_size, lr=budget.lr,
         momentum=budget.momentum, weight_decay=budget.weight_decay, nesterov=budget.nesterov,
-        net_config=repr(cfg))
+        net_config=repr(cfg), eval_set="cifar10-test" if dataset == DEFAULT_DATASET else f"{dataset}-test-half")
 
 
 def cache_path(cache_dir: Path, key: StandaloneKey) -> Path:
@@ -107,7 +111,8 @@ def read_cached(cache_dir: Path, key: StandaloneKey) -> dict | None:
 
 @dataclass
 class GtData:
-    """The training half (as a TaskData for the shared loop) and the CIFAR-10 test set."""
+    """The training half (as a TaskData for the shared loop) and the test set (CIFAR-10's; other
+    data sets: their test half)."""
 
     task: object  # harness.engine.job.TaskData
     test_x: torch.Tensor
@@ -115,12 +120,18 @@ class GtData:
 
 
 def load_gt_data(data_dir: str | None, cache_dir: str, resolution: int, score_size: int,
-                 device: str = "cpu", progress: bool = False) -> GtData:
+                 device: str = "cpu", progress: bool = False, dataset: str = DEFAULT_DATASET) -> GtData:
 
-    task, _ = prepare_data(data_dir, cache_dir, resolution, score_size, device, progress)
-    raw = load_cifar10(Path(data_dir) if data_dir else None, Path(cache_dir), download=data_dir is None,
+    task, _ = prepare_data(data_dir, cache_dir, resolution, score_size, device, progress, dataset=dataset)
+    if dataset == DEFAULT_DATASET:
+        raw = load_cifar10(Path(data_dir) if data_dir else None, Path(cache_dir), download=data_dir is None,
+                           progress=progress)
+        return GtData(task, to_float(raw.x_test, resolution).to(device), raw.y_test.to(device))
+    spec = get_dataset(dataset)
+    raw = load_dataset(dataset, Path(data_dir) if data_dir else None, Path(cache_dir), download=data_dir is None,
                        progress=progress)
-    return GtData(task, to_float(raw.x_test, resolution).to(device), raw.y_test.to(device))
+    x, y = final_test_set(dataset, raw)
+    return GtData(task, to_float(x, resolution, spec.mean, spec.std).to(device), y.to(device))
 
 
 @torch.no_grad()
@@ -169,14 +180,16 @@ class StandaloneCache:
     """Looks up and fills standalone results for one (space, budget) in the cache dir."""
 
     def __init__(self, space: SearchSpace, budget: Budget, cache_dir: Path, data_dir: str | None,
-                 device: str = "cpu", say: Callable[[str], None] = print, num_classes: int = 10):
+                 device: str = "cpu", say: Callable[[str], None] = print, num_classes: int | None = None,
+                 dataset: str = DEFAULT_DATASET):
         self.space, self.budget, self.cache_dir = space, budget, Path(cache_dir)
-        self.data_dir, self.device, self.say, self.num_classes = data_dir, device, say, num_classes
+        self.data_dir, self.device, self.say, self.dataset = data_dir, device, say, dataset
+        self.num_classes = num_classes if num_classes is not None else get_dataset(dataset).num_classes
         self._data: GtData | None = None
         self.trained = 0
 
     def key(self, arch: Arch, seed: int) -> StandaloneKey:
-        return make_key(self.space, arch, self.budget, seed, self.num_classes)
+        return make_key(self.space, arch, self.budget, seed, self.num_classes, self.dataset)
 
     def cached(self, arch: Arch, seed: int) -> dict | None:
         return read_cached(self.cache_dir, self.key(arch, seed))
@@ -187,7 +200,7 @@ class StandaloneCache:
     def data(self) -> GtData:
         if self._data is None:
             self._data = load_gt_data(self.data_dir, str(self.cache_dir), self.budget.resolution,
-                                      self.budget.score_size, self.device)
+                                      self.budget.score_size, self.device, dataset=self.dataset)
         return self._data
 
     def _lock(self, key: StandaloneKey) -> Path:
@@ -283,7 +296,8 @@ class StandaloneGroundTruth(GroundTruth):
     def __init__(self, cache: StandaloneCache, seeds: Sequence[int] = NB201_STANDALONE_SEEDS):
         self.cache, self.seeds = cache, tuple(seeds)
         self.columns = (STANDALONE, *(seed_column(s) for s in self.seeds))
-        self.source = f"standalone training at budget {cache.budget.name} (cache {cache.cache_dir / 'standalone'})"
+        on = "" if cache.dataset == DEFAULT_DATASET else f" on {cache.dataset}"
+        self.source = f"standalone training{on} at budget {cache.budget.name} (cache {cache.cache_dir / 'standalone'})"
         self._known: dict[Arch, dict[int, float]] = {}
 
     def prepare(self, archs: Sequence[Arch]) -> None:

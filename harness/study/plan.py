@@ -17,6 +17,7 @@ from harness.archsets import resolve_archs
 from harness.budgets import Budget
 from harness.core.errors import ConfigError
 from harness.core.paths import default_cache_dir, default_data_dir
+from harness.data.datasets import DEFAULT_DATASET, check_available, check_dataset
 from harness.engine.method import create_method
 from harness.executors import EXECUTORS, job_list
 from harness.groundtruth.base import GroundTruth
@@ -53,7 +54,8 @@ class StudyPlan:
 
 def validate_config(cfg: RunConfig) -> None:
     """Everything that can be checked before any data is read or anything is written."""
-    get_suite(cfg.suite)
+    check_dataset(cfg.dataset)
+    get_suite(cfg.suite).check_dataset(cfg.dataset)
     cfg.resolved_budget()
     if not cfg.methods:
         raise ConfigError("--methods is empty; name at least one method (see `harness list`)")
@@ -91,10 +93,12 @@ def resolve(cfg: RunConfig, say: Callable[[str], None] = print) -> StudyPlan:
     budget = cfg.resolved_budget()
     data_dir = cfg.data_dir or (str(default_data_dir()) if default_data_dir() else None)
     cfg = dataclasses.replace(cfg, data_dir=data_dir, cache_dir=cfg.cache_dir or str(default_cache_dir()))
-    gt_columns = tuple(cfg.gt or suite.default_gt)
+    if cfg.dataset != DEFAULT_DATASET:  # a missing data set: one line, before anything is written
+        check_available(cfg.dataset, Path(data_dir) if data_dir else None)
+    gt_columns = tuple(cfg.gt or suite.default_gt_for(cfg.dataset))
     gt = suite.run_ground_truth(space, budget, Path(data_dir) if data_dir else None,
                                 Path(cfg.gt_file) if cfg.gt_file else None, Path(cfg.cache_dir), gt_columns,
-                                cfg.device, say=say)
+                                cfg.device, say=say, dataset=cfg.dataset)
     for c in gt_columns:
         gt.check_column(c)
     archs = resolve_archs(space, cfg.archs or budget.archs, cfg.arch_seed)

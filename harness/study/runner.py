@@ -28,11 +28,12 @@ from harness.groundtruth.table import format_quality
 from harness.study.aggregate import PAIRED, aggregate, collect_results, ordered_results, paired_text, summary_table
 from harness.study.jobs import JobRunner, job_name
 from harness.study.plan import resolve
-from harness.study.spec import EXECUTION_FIELDS, STUDY_FILE, RunConfig, json_config, study_toml
+from harness.study.spec import STUDY_FILE, RunConfig, config_differences, json_config, study_toml
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
-    return REPO_ROOT / "reports" / "runs" / f"{cfg.suite}-{cfg.budget}-{utc_stamp()}"
+    dataset = "" if cfg.dataset == "cifar10" else f"{cfg.dataset}-"
+    return REPO_ROOT / "reports" / "runs" / f"{cfg.suite}-{dataset}{cfg.budget}-{utc_stamp()}"
 
 
 def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
@@ -54,15 +55,14 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
         started = utc_now()
         prev = run_dir / "manifest.json"
         if prev.exists():
-            old = read_json(prev).get("config", {})
-            mine = json_config(cfg)
-            diff = sorted(k for k in mine if k not in EXECUTION_FIELDS and old.get(k) != mine[k])
+            diff = config_differences(read_json(prev).get("config", {}), cfg)
             if diff:
                 raise ConfigError(f"run folder {run_dir} holds a run with a different config ({', '.join(diff)}); "
                                   f"use another --out or the same flags to resume")
         t_data = time.perf_counter()
         _, data_info = prepare_data(cfg.data_dir, cfg.cache_dir, budget.resolution, budget.score_size,
-                                    "cpu" if cfg.executor == "ray" else cfg.device, cfg.progress)  # ray: workers load their own
+                                    "cpu" if cfg.executor == "ray" else cfg.device, cfg.progress,
+                                    dataset=cfg.dataset)  # ray: workers load their own
         t_data = time.perf_counter() - t_data
         manifest = {
             "harness_version": harness.__version__, "git_commit": git_commit(), "config": json_config(cfg),

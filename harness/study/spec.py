@@ -29,6 +29,7 @@ PRECISIONS = ("fp32", "bf16")
 @dataclass(frozen=True)
 class RunConfig:
     suite: str = "nb201"
+    dataset: str = "cifar10"  # what the supernet trains on (NB201: cifar10, cifar100, imagenet16-120)
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     budget: str = "smoke"
@@ -58,6 +59,14 @@ class RunConfig:
 # how a run is executed, never what it computes: resuming with other values continues the run
 EXECUTION_FIELDS = frozenset({"out", "progress", "jobs", "executor", "ray_address", "max_retries", "report", "compare",
                               "data_dir", "cache_dir"})
+
+
+def config_differences(old: dict, cfg: RunConfig) -> list[str]:
+    """The fields (execution fields aside) in which a manifest's ``config`` differs from ``cfg``'s.
+    A field the manifest lacks (it predates the field) counts as its default (e.g. ``dataset``:
+    cifar10), so older run folders resume."""
+    mine, default = json_config(cfg), json_config(RunConfig())
+    return sorted(k for k in mine if k not in EXECUTION_FIELDS and old.get(k, default[k]) != mine[k])
 
 
 def json_config(cfg: RunConfig) -> dict:
@@ -127,6 +136,7 @@ def toml_dumps(data: dict, header: str = "") -> str:
 # key -> (type, what is allowed): top level (what a run computes) and [execution] (how it runs)
 STUDY_KEYS = {
     "suite": ("str", "a suite name (see `harness list`)"),
+    "dataset": ("str", 'a data set, e.g. "cifar10", "cifar100" or "imagenet16-120"'),
     "methods": ("list[str]", 'a list of method names, e.g. ["spos", "params"]'),
     "seeds": ("list[int]", "a list of integers, e.g. [0, 1, 2]"),
     "budget": ("str", "a budget name (see `harness list`)"),
@@ -267,7 +277,8 @@ def study_source(path, values: dict, overrides: dict) -> dict:
 def study_toml(cfg: RunConfig) -> str:
     """The study file that reproduces ``cfg``'s numbers: ``harness run --study FILE --out NEW``.
     Paths of the machine (out, data and cache dirs) are left out; ``None`` fields are left out."""
-    top: dict = {"suite": cfg.suite, "budget": cfg.budget, "methods": list(cfg.methods), "seeds": list(cfg.seeds)}
+    top: dict = {"suite": cfg.suite, "dataset": cfg.dataset, "budget": cfg.budget, "methods": list(cfg.methods),
+                 "seeds": list(cfg.seeds)}
     if cfg.archs is not None:
         top["archs"] = cfg.archs
     top["arch_seed"] = cfg.arch_seed

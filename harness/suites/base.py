@@ -6,12 +6,14 @@ built-in suite, so a new suite is a file, not an edit::
     name = "my-suite"                      # the name `--suite` takes
     description = "what it is"             # optional
     space = "resnet-probe"                 # a name in harness.spaces.registry.SPACES
-    dataset = "cifar10"
+    dataset = "cifar10"                    # a name in harness.data.datasets.DATASETS: the default `--dataset`
     gt_provider = "standalone-probe"       # a name in harness.groundtruth.providers.GT_PROVIDERS
     default_gt = ["standalone"]            # the GT columns a run ranks against unless --gt says
     archs = "file:my-suite.txt"            # optional: the scored set the suite fixes (file: relative to this TOML)
     gt_table = "my-suite-gt.csv"           # optional: the committed GT table (relative to this TOML)
     standalone_gt = true                   # optional (false): the harness trains this suite's GT
+    [default_gt_by_dataset]                # optional: the data sets `--dataset` may name (besides
+    cifar100 = ["cifar100_test_200ep"]     # `dataset`) and the default GT columns of each
     [budgets.smoke]                        # optional, one table per named budget: its shapes for this
     channels = 4                           # suite, put on the budget before `--set` overrides
     resolution = 16
@@ -40,6 +42,7 @@ from harness.budgets import BUDGETS, Budget, get_budget
 from harness.core.errors import ConfigError, did_you_mean, unknown_name
 from harness.core.paths import SUITES_DATA
 from harness.core.registry import Registry
+from harness.data.datasets import DATASETS
 from harness.groundtruth.base import GroundTruth
 from harness.groundtruth.providers import GT_PROVIDERS
 from harness.groundtruth.standalone import (NB201_STANDALONE_SEEDS, CompositeGroundTruth, StandaloneCache,
@@ -67,6 +70,24 @@ class Suite:
     # the committed GT table (standalone-probe), absent until `harness gt --commit` writes it
     gt_table: Path | None = None
     source: str = ""  # where the suite was defined (its TOML)
+    # other data sets `--dataset` may name -> their default GT columns (its TOML's [default_gt_by_dataset])
+    default_gt_by_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The data sets a run of this suite may train on (``dataset`` first)."""
+        return (self.dataset, *(d for d in self.default_gt_by_dataset if d != self.dataset))
+
+    def default_gt_for(self, dataset: str) -> tuple[str, ...]:
+        """The GT columns a run on ``dataset`` ranks against unless ``--gt`` says."""
+        return tuple(self.default_gt_by_dataset.get(dataset, self.default_gt))
+
+    def check_dataset(self, dataset: str) -> None:
+        """One ConfigError line unless this suite runs on ``dataset``."""
+        if dataset not in self.datasets:
+            raise ConfigError(f"--dataset {dataset}: suite {self.name} runs on {' or '.join(self.datasets)} only "
+                              f"(its ground truth is for {'those' if len(self.datasets) > 1 else 'that'}); "
+                              f"drop --dataset or use --suite nb201")
 
     def make_space(self) -> SearchSpace:
         return SPACES.get(self.space)()
@@ -99,17 +120,18 @@ class Suite:
 
     def run_ground_truth(self, space: SearchSpace, budget: Budget, data_dir: Path | None, gt_file: Path | None,
                          cache_dir: Path, columns: Sequence[str], device: str = "cpu",
-                         say: Callable[[str], None] = print) -> GroundTruth:
-        """A run's GT: the suite's own, plus standalone-at-budget when a `standalone` column is asked
-        for and the suite's GT lacks it (NB201 `--gt standalone`)."""
+                         say: Callable[[str], None] = print, dataset: str = "cifar10") -> GroundTruth:
+        """A run's GT: the suite's own, plus standalone-at-budget (trained and measured on ``dataset``)
+        when a `standalone` column is asked for and the suite's GT lacks it (NB201 `--gt standalone`)."""
         base = self.load_gt(space, data_dir=data_dir, gt_file=gt_file, budget=budget, cache_dir=cache_dir,
                             device=device, say=say)
         wants = [c for c in columns if c.startswith(STANDALONE) and c not in base.columns]
         if not wants:
             return base
         seeds = tuple(sorted({*NB201_STANDALONE_SEEDS, *(int(c.rsplit("_s", 1)[1]) for c in wants if "_s" in c)}))
-        cache = StandaloneCache(space, budget, cache_dir, str(data_dir) if data_dir else None, device, say)
-        bench = [c for c in columns if c in base.columns] or list(self.default_gt[:1])
+        cache = StandaloneCache(space, budget, cache_dir, str(data_dir) if data_dir else None, device, say,
+                                dataset=dataset)
+        bench = [c for c in columns if c in base.columns] or list(self.default_gt_for(dataset)[:1])
         return CompositeGroundTruth([base, StandaloneGroundTruth(cache, seeds)], fidelity_columns=bench)
 
 
@@ -119,13 +141,15 @@ SUITE_KEYS: dict[str, tuple[bool, str, str]] = {
     "name": (True, "a string", 'name = "my-suite"'),
     "description": (False, "a string", 'description = "what the suite is"'),
     "space": (True, "a string", 'space = "nb201"'),
-    "dataset": (True, "a string", 'dataset = "cifar10"'),
+    "dataset": (True, "a data set name", 'dataset = "cifar10"'),
     "gt_provider": (True, "a string", 'gt_provider = "benchmark"'),
     "default_gt": (True, "a non-empty list of strings", 'default_gt = ["standalone"]'),
     "archs": (False, "a string", 'archs = "file:my-suite.txt"'),
     "gt_table": (False, "a string", 'gt_table = "my-suite-gt.csv"'),
     "standalone_gt": (False, "true or false", "standalone_gt = true"),
     "budgets": (False, "tables [budgets.<name>]", "[budgets.smoke] channels = 4"),
+    "default_gt_by_dataset": (False, "a table of data set -> non-empty list of GT columns",
+                              '[default_gt_by_dataset] cifar100 = ["cifar100_test_200ep"]'),
 }
 # budget fields a suite may not shape: the name is the table's, the scored set is the top-level
 # `archs`, purpose and note are written by the suite
@@ -144,12 +168,29 @@ def _check_type(path: Path, key: str, value) -> None:
         ok = isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
     elif key == "standalone_gt":
         ok = isinstance(value, bool)
-    elif key == "budgets":
+    elif key in ("budgets", "default_gt_by_dataset"):
         ok = isinstance(value, dict)
     else:
         ok = isinstance(value, str) and (value.strip() != "" or key == "description")
     if not ok:
         raise _fail(path, f"{key} = {value!r}: must be {what} (e.g. {example})")
+
+
+def _dataset(path: Path, key: str, name) -> str:
+    if name not in DATASETS:
+        raise _fail(path, f"{key} = {name!r}: {unknown_name('data set', str(name), DATASETS)}")
+    return name
+
+
+def _gt_by_dataset(path: Path, table: dict) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for name, columns in table.items():
+        _dataset(path, f"[default_gt_by_dataset] {name}", name)
+        if not (isinstance(columns, list) and columns and all(isinstance(c, str) and c for c in columns)):
+            raise _fail(path, f"[default_gt_by_dataset] {name} = {columns!r}: must be a non-empty list of GT columns "
+                              f"(e.g. {name} = [\"{name}_test_200ep\"])")
+        out[name] = tuple(columns)
+    return out
 
 
 def _relative(path: Path, text: str) -> Path:
@@ -220,6 +261,7 @@ def load_suite_toml(path: str | os.PathLike) -> Suite:
     if raw["gt_provider"] not in providers:
         raise _fail(path, f"gt_provider = {raw['gt_provider']!r}: "
                           f"{unknown_name('ground-truth provider', raw['gt_provider'], providers)}")
+    _dataset(path, "dataset", raw["dataset"])
     archs = _archs(path, raw["archs"]) if "archs" in raw else None
     standalone = raw.get("standalone_gt", False)
     if standalone and archs is None:
@@ -228,7 +270,8 @@ def load_suite_toml(path: str | os.PathLike) -> Suite:
     return Suite(name=name, space=raw["space"], gt_provider=raw["gt_provider"], default_gt=tuple(raw["default_gt"]),
                  dataset=raw["dataset"], description=raw.get("description", ""), archs=archs,
                  standalone_gt=standalone, shapes=_shapes(path, raw.get("budgets", {})),
-                 gt_table=_relative(path, raw["gt_table"]) if "gt_table" in raw else None, source=str(path))
+                 gt_table=_relative(path, raw["gt_table"]) if "gt_table" in raw else None, source=str(path),
+                 default_gt_by_dataset=_gt_by_dataset(path, raw.get("default_gt_by_dataset", {})))
 
 
 def _suite_entry(name: str, obj) -> Suite:

@@ -43,7 +43,7 @@ class _AlwaysCollapses(Method):
 
 def make_tiny_run(out: Path, shared: Path, methods=("spos", "params", "random", "test-collapse"),
                   seeds=(0, 1)) -> Path:
-    def fake_data(data_dir, cache_dir, resolution, score_size, device, progress=True):
+    def fake_data(data_dir, cache_dir, resolution, score_size, device, progress=True, dataset="cifar10"):
         return tiny_data(resolution=resolution), {"source": "synthetic (test)", "splits": {}, "resolution": resolution}
 
     with pytest.MonkeyPatch.context() as mp:

@@ -243,7 +243,7 @@ def test_an_entry_point_plugin_runs_end_to_end_through_the_cli(shared_dir, tmp_p
     METHODS.names()  # the built-ins are discovered in the real state, so restoring it below keeps them
     assert PLUGIN_METHOD not in METHODS._entries
 
-    def fake_data(data_dir, cache_dir, resolution, score_size, device, progress=True):
+    def fake_data(data_dir, cache_dir, resolution, score_size, device, progress=True, dataset="cifar10"):
         return tiny_data(resolution=resolution), {"source": "synthetic (test)", "splits": {}, "resolution": resolution}
 
     out = tmp_path / "run"

@@ -211,7 +211,7 @@ TINY = ["channels=4", "cells=1", "resolution=8", "epochs=1", "batch_size=32", "s
 
 @pytest.fixture
 def fake_data(monkeypatch):
-    def prepare(data_dir, cache_dir, resolution, score_size, device, progress=True):
+    def prepare(data_dir, cache_dir, resolution, score_size, device, progress=True, dataset="cifar10"):
         return tiny_data(resolution=resolution), {"source": "synthetic (test)", "splits": {}, "resolution": resolution}
 
     monkeypatch.setattr("harness.study.runner.prepare_data", prepare)
