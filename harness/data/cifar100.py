@@ -39,6 +39,17 @@ def read_pickle(path: Path, what: str) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
+def require_files(folder: Path, names, what: str, expected: str, origin: str) -> Path:
+    """``folder`` holding every file in ``names``, else one DataError line saying what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what}: {folder} is not a folder; expected {expected}")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{what}: {folder} lacks {', '.join(missing)}; {origin}")
+    return folder
+
+
 def images_and_labels(entry: dict, path: Path, label_key: str, side: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``entry[data]`` as N x 3 x side x side uint8 and ``entry[label_key]`` as int64."""
     for key in ("data", label_key):
@@ -59,13 +70,8 @@ def images_and_labels(entry: dict, path: Path, label_key: str, side: int, what: 
 def read_cifar100(folder: Path, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                  torch.Tensor, list[str]]:
     """(x_train, y_train, x_test, y_test, class names) from ``folder`` (``cifar-100-python/``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"CIFAR-100: {folder} is not a folder; expected torchvision's {FOLDER}/ "
-                        f"({', '.join(FILES)}, {META})")
-    missing = [n for n in FILES if not (folder / n).is_file()]
-    if missing:
-        raise DataError(f"CIFAR-100: {folder} lacks {', '.join(missing)}; {ORIGIN}")
+    folder = require_files(folder, FILES, "CIFAR-100", f"torchvision's {FOLDER}/ ({', '.join(FILES)}, {META})",
+                           ORIGIN)
     out = []
     for name in FILES:
         path = folder / name

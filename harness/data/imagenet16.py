@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from harness.core.errors import DataError
-from harness.data.cifar100 import images_and_labels, read_pickle
+from harness.data.cifar100 import images_and_labels, read_pickle, require_files
 
 FOLDER = "ImageNet16"
 TRAIN_FILES = tuple(f"train_data_batch_{k}" for k in range(1, 11))
@@ -42,13 +42,8 @@ def read_imagenet16_120(folder: Path, progress: bool = False) -> tuple[torch.Ten
     """(x_train, y_train, x_val, y_val, class names) of the 120-class subset from ``folder``."""
     from tqdm.auto import tqdm
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"ImageNet16-120: {folder} is not a folder; expected {', '.join(TRAIN_FILES[:1])}..10 "
-                        f"and {VAL_FILE} in it")
-    missing = [n for n in (*TRAIN_FILES, VAL_FILE) if not (folder / n).is_file()]
-    if missing:
-        raise DataError(f"ImageNet16-120: {folder} lacks {', '.join(missing)}; {ORIGIN}")
+    folder = require_files(folder, (*TRAIN_FILES, VAL_FILE), "ImageNet16-120",
+                           f"{TRAIN_FILES[0]}..10 and {VAL_FILE} in it", ORIGIN)
     xs, ys = [], []
     for name in tqdm(TRAIN_FILES, desc="decoding ImageNet16-120", unit="file", disable=not progress):
         x, y = _subset(folder / name)  # one file at a time: the subset is ~12% of each
