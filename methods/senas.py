@@ -495,7 +495,7 @@ class Senas(Method):
                      offset: int) -> SnapshotAverager:
         space, cfg = job.space, self.config
         trainer = SupernetTrainer(job, model, epochs=steps / job.train_stream().len_epoch,
-                                  name=f"senas-stage{stage}", data_offset=offset)
+                                  name=f"senas-stage{stage}", data_offset=offset, backward=True)
         assert trainer.total_steps == steps, (trainer.total_steps, steps)
         snaps = set(snapshot_steps(trainer.total_steps, trainer.stream.len_epoch, cfg.snapshots))
         averager = SnapshotAverager()
@@ -503,9 +503,8 @@ class Senas(Method):
         def step(x, y, i):
             arch = sample_alive(alive, path_rng, space.is_allowed)
             loss = F.cross_entropy(model(x, arch, grouping.ctx(arch)), y, label_smoothing=cfg.label_smoothing)
-            loss.backward()
             job.counters.add_path(len(x))
-            return loss
+            return loss  # one loss: the trainer runs its backward
 
         def after_step(i):
             if i in snaps:

@@ -31,11 +31,10 @@ class Spos(Method):
         def step(x, y, step):
             arch = space.sample(rng)
             loss = F.cross_entropy(model(x, arch), y, label_smoothing=self.config.label_smoothing)
-            loss.backward()
             job.counters.add_path(len(x))
-            return loss
+            return loss  # one loss: the trainer runs its backward
 
-        trainer = SupernetTrainer(job, model)
+        trainer = SupernetTrainer(job, model, backward=True)
         job.set_curve_scorer(lambda: SupernetScorer(job, model))
         trainer.run(step, **rng_state_hooks(rng))
         check_not_collapsed(model, job.data.score_x[:64], [space.sample(job.rng("collapse")) for _ in range(4)])
