@@ -127,13 +127,14 @@ def stability_archs(archs: Sequence[str], gt_values: np.ndarray, n: int = STABIL
 def ranking_stability(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Sequence[str],
                       n: int = STABILITY_ARCHS) -> plt.Figure:
     """Predicted rank (among the fixed ``n``) over seeds vs GT rank (SE-NAS Fig. 1 style)."""
-    archs = list(dict.fromkeys(estimates["arch"]))
+    archs = list(pd.unique(estimates["arch"]))
     fixed = stability_archs(archs, np.array([gt_map[a] for a in archs]), n)
     pos = {a: i + 1 for i, a in enumerate(fixed)}  # 1 = best by GT
     fig, axes = _grid(len(methods), ncols=3, size=(4.2, 3.4))
+    few = estimates[estimates["arch"].isin(pos)]  # once: the rest only looks at these n architectures
     for ax, m in zip(axes.flat, methods):
         rows = []
-        e = estimates[(estimates["method"] == m) & estimates["arch"].isin(pos)]
+        e = few[few["method"] == m]
         for seed, df in e.groupby("seed"):
             df = df.drop_duplicates("arch")
             if len(df) < 2:
@@ -164,8 +165,9 @@ def score_vs_gt(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Sequ
     """Scatter of predicted score against ground truth per method, all seeds, tau in the title;
     a panel with more than ``max_points`` points draws a fixed random subset of them."""
     fig, axes = _grid(len(methods), ncols=4, size=(3.6, 3.0))
+    by_method = dict(tuple(estimates.groupby("method", sort=False)))
     for ax, m in zip(axes.flat, methods):
-        e = estimates[estimates["method"] == m]
+        e = by_method.get(m, estimates.iloc[:0])
         n_seeds = e["seed"].nunique()
         if len(e) > max_points:
             keep = np.sort(np.random.default_rng(0).choice(len(e), size=max_points, replace=False))
@@ -191,7 +193,7 @@ def topk_table(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Seque
         if m not in methods:
             continue
         pred = df["score"].to_numpy(dtype=float)
-        truth = np.array([gt_map[a] for a in df["arch"]], dtype=float)
+        truth = df["arch"].map(gt_map).to_numpy(dtype=float)
         for k in ks:
             for name, fn in (("high_low_tau", M.high_low_tau), ("precision_at_k", M.precision_at_k)):
                 rows.append({"method": m, "seed": seed, "k": k, "metric": name, "value": fn(pred, truth, k)})

@@ -188,17 +188,19 @@ def jobs_table(run: RunData) -> pd.DataFrame:
     """One row per job: status (failed/collapsed/pending shown as such), cost, tau with an
     arch-bootstrap CI, the method's warnings."""
     rows = []
+    est = run.estimates
+    by_job = ({key: g for key, g in est[est["subset"] == "scored"].groupby(["method", "seed"], sort=False)}
+              if len(est) and run.gt_map is not None else {})
     for name, r in sorted(run.results.items(), key=lambda kv: (run.methods.index(kv[1]["method"])
                                                                if kv[1]["method"] in run.methods else 99,
                                                                kv[1]["seed"])):
         c = r.get("counters") or {}
         tau = ci = "n/a"
         if r.get("status") == "done" and run.gt_map is not None:
-            e = run.estimates[(run.estimates["method"] == r["method"]) & (run.estimates["seed"] == r["seed"])
-                              & (run.estimates["subset"] == "scored")]
+            e = by_job.get((r["method"], r["seed"]), est.iloc[:0])
             if len(e) >= 2:
                 pred = e["score"].to_numpy(dtype=float)
-                truth = np.array([run.gt_map[a] for a in e["arch"]])
+                truth = e["arch"].map(run.gt_map).to_numpy(dtype=float)
                 tau = _fmt(M.kendall_tau(pred, truth))
                 lo, hi = M.bootstrap_ci(M.kendall_tau, pred, truth, n_resamples=tau_resamples(len(e)))
                 ci = f"[{_fmt(lo)}, {_fmt(hi)}]"
@@ -713,7 +715,8 @@ def _json_table(obj, max_rows: int = 60) -> pd.DataFrame:
 
 # --- the report -------------------------------------------------------------------------
 def build_figures(run: RunData, figs: _Figures) -> None:
-    methods = [m for m in run.methods if m in set(run.metrics.get("method", []))] or run.methods
+    present = set(run.metrics["method"].unique()) if "method" in run.metrics else set()
+    methods = [m for m in run.methods if m in present] or run.methods
     taus = per_seed(run)
     figs.add("ranking", "tau_per_method", f"Kendall tau per method against {run.gt_column}: mean ± std over "
              "seeds (dots: seeds); reference rows as dashed lines.",
@@ -723,7 +726,8 @@ def build_figures(run: RunData, figs: _Figures) -> None:
              lambda: P.tau_boxplot(taus, methods, gt=run.gt_column))
     est = run.estimates[run.estimates["subset"] == "scored"] if len(run.estimates) else run.estimates
     if run.gt_map is not None and len(est):
-        score_methods = [m for m in methods if m in set(est["method"])]
+        scored = set(est["method"].unique())
+        score_methods = [m for m in methods if m in scored]
         tau_stats = {m: (float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0)
                      for m, v in ((m, taus.loc[taus["method"] == m, "value"].to_numpy(dtype=float))
                                   for m in score_methods) if np.isfinite(v).any()}
@@ -880,6 +884,7 @@ def write_report(run_dir: Path, embed_figures: bool = True, pdf: bool | None = N
     problems, pending = _job_problems(run)
     ceiling = gt_ceiling(run)
     status_cls = lambda row: row["status"] if row.get("status") in ("failed", "collapsed", "pending") else ""  # noqa: E731
+    manifest_json = json.dumps(m, indent=2, default=str)
     context = dict(
         title=title, subtitle=subtitle, gt_column=run.gt_column, **_sections(SECTIONS),
         facts=run_facts(run), ceiling_low=ceiling["text"] if ceiling and ceiling["low"] else "",
@@ -896,7 +901,8 @@ def write_report(run_dir: Path, embed_figures: bool = True, pdf: bool | None = N
                    "result.json (extra.warnings)."),
         overhead=table(overhead_table(run)), artefact_tables=art_tables,
         metrics_all=table(all_metrics_table(run)), manifest_facts=table(manifest_facts(run), empty=""),
-        manifest_json=json.dumps(m, indent=2, default=str), notes=run.notes,
+        manifest_json=manifest_json,
+        manifest_lines=manifest_json.count("\n") + 1, notes=run.notes,
         figures=figs.view(embed_figures))
     out = run_dir / "report.html"
     atomic_write_text(out, render("report.html.j2", **context))
