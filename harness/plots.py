@@ -1,8 +1,8 @@
 """Figures of a run: ranking quality, stability, top-k curves, drift and feature-cosine diagnostics.
 
 Every function takes plain data (DataFrames, dicts of arrays) and returns a matplotlib Figure; the
-report saves each one as PNG and SVG under ``run_dir/figures/`` and also embeds it in
-``report.html`` / ``report.pdf``. Matplotlib runs headless (Agg): reports are written on CI
+report saves each one as PNG and SVG under ``run_dir/figures/`` and embeds the PNG in
+``report.html`` (which Chromium prints to ``report.pdf``). Matplotlib runs headless (Agg): reports are written on CI
 machines without a display.
 """
 from __future__ import annotations
@@ -26,6 +26,10 @@ from harness import metrics as M  # noqa: E402
 TOPK_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 STABILITY_ARCHS = 30
 PNG_DPI = 100
+# score-vs-GT panels draw at most this many points (a fixed random subset, same for every run of
+# the same size): 5 seeds x 15,625 architectures would otherwise be 78k dots per panel, slow to
+# draw and no more readable; tau in the panel title and every table use all points.
+SCATTER_MAX_POINTS = 4000
 
 sns.set_theme(style="whitegrid", context="paper")
 
@@ -123,13 +127,14 @@ def stability_archs(archs: Sequence[str], gt_values: np.ndarray, n: int = STABIL
 def ranking_stability(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Sequence[str],
                       n: int = STABILITY_ARCHS) -> plt.Figure:
     """Predicted rank (among the fixed ``n``) over seeds vs GT rank (SE-NAS Fig. 1 style)."""
-    archs = list(dict.fromkeys(estimates["arch"]))
+    archs = list(pd.unique(estimates["arch"]))
     fixed = stability_archs(archs, np.array([gt_map[a] for a in archs]), n)
     pos = {a: i + 1 for i, a in enumerate(fixed)}  # 1 = best by GT
     fig, axes = _grid(len(methods), ncols=3, size=(4.2, 3.4))
+    few = estimates[estimates["arch"].isin(pos)]  # once: the rest only looks at these n architectures
     for ax, m in zip(axes.flat, methods):
         rows = []
-        e = estimates[(estimates["method"] == m) & estimates["arch"].isin(pos)]
+        e = few[few["method"] == m]
         for seed, df in e.groupby("seed"):
             df = df.drop_duplicates("arch")
             if len(df) < 2:
@@ -155,11 +160,18 @@ def ranking_stability(estimates: pd.DataFrame, gt_map: dict[str, float], methods
 
 
 def score_vs_gt(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Sequence[str],
-                taus: dict[str, tuple[float, float]], gt: str = "") -> plt.Figure:
-    """Scatter of predicted score against ground truth per method, all seeds, tau in the title."""
+                taus: dict[str, tuple[float, float]], gt: str = "",
+                max_points: int = SCATTER_MAX_POINTS) -> plt.Figure:
+    """Scatter of predicted score against ground truth per method, all seeds, tau in the title;
+    a panel with more than ``max_points`` points draws a fixed random subset of them."""
     fig, axes = _grid(len(methods), ncols=4, size=(3.6, 3.0))
+    by_method = dict(tuple(estimates.groupby("method", sort=False)))
     for ax, m in zip(axes.flat, methods):
-        e = estimates[estimates["method"] == m]
+        e = by_method.get(m, estimates.iloc[:0])
+        n_seeds = e["seed"].nunique()
+        if len(e) > max_points:
+            keep = np.sort(np.random.default_rng(0).choice(len(e), size=max_points, replace=False))
+            e = e.iloc[keep]
         for seed, df in e.groupby("seed"):
             ax.scatter([gt_map[a] for a in df["arch"]], df["score"], s=5, alpha=0.45, label=f"s{seed}",
                        rasterized=True)  # keeps SVG/PDF small with 15k archs x seeds
@@ -167,7 +179,7 @@ def score_vs_gt(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Sequ
         ax.set_title(f"{m}: τ = {mean:+.3f} ± {sd:.3f}" if np.isfinite(mean) else f"{m}: τ = n/a", fontsize=9)
         ax.set_xlabel(f"ground truth {gt}".strip(), fontsize=8)
         ax.set_ylabel("predicted score", fontsize=8)
-        if e["seed"].nunique() > 1:
+        if n_seeds > 1:
             ax.legend(fontsize=6, markerscale=2)
     fig.tight_layout()
     return fig
@@ -181,7 +193,7 @@ def topk_table(estimates: pd.DataFrame, gt_map: dict[str, float], methods: Seque
         if m not in methods:
             continue
         pred = df["score"].to_numpy(dtype=float)
-        truth = np.array([gt_map[a] for a in df["arch"]], dtype=float)
+        truth = df["arch"].map(gt_map).to_numpy(dtype=float)
         for k in ks:
             for name, fn in (("high_low_tau", M.high_low_tau), ("precision_at_k", M.precision_at_k)):
                 rows.append({"method": m, "seed": seed, "k": k, "metric": name, "value": fn(pred, truth, k)})
@@ -388,25 +400,3 @@ def history_lines(title: str, df: pd.DataFrame, max_lines: int = 40) -> plt.Figu
             ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
-
-
-def table_figure(title: str, df: pd.DataFrame, max_rows: int = 40) -> list[plt.Figure]:
-    """A DataFrame as one or more matplotlib table pages (for the PDF)."""
-    pages = []
-    n = max(len(df), 1)
-    for start in range(0, n, max_rows):
-        part = df.iloc[start:start + max_rows]
-        fig, ax = plt.subplots(figsize=(11, 0.6 + 0.24 * (len(part) + 2)))
-        ax.axis("off")
-        suffix = f" (rows {start + 1}-{start + len(part)} of {len(df)})" if len(df) > max_rows else ""
-        ax.set_title(title + suffix, fontsize=10, loc="left")
-        if len(part):
-            tbl = ax.table(cellText=part.astype(str).values.tolist(), colLabels=[str(c) for c in part.columns],
-                           loc="upper left", cellLoc="left")
-            tbl.auto_set_font_size(False)
-            tbl.set_fontsize(7)
-            tbl.scale(1, 1.15)
-        else:
-            ax.text(0, 0.5, "(empty)", fontsize=9)
-        pages.append(fig)
-    return pages

@@ -1,19 +1,38 @@
-"""`harness report` and `harness compare`: a run folder as a self-contained HTML page and a PDF.
+"""`harness report` and `harness compare`: a run folder as one document, in HTML and in PDF.
 
 The report is built only from files in the run folder (manifest.json, metrics.csv, summary.csv,
-estimates.csv, jobs/*/result.json, diagnostics/*) plus the ground truth the manifest names, so it
-can be regenerated at any time; it never imports method modules. Every string inserted into the
-HTML is escaped, figures are embedded as base64 PNG (no external requests, no scripts), and the
-same figures and tables go into ``report.pdf`` through matplotlib's PdfPages.
+estimates.csv, curves.csv, paired.csv, jobs/*/result.json, diagnostics/*) plus the ground truth the
+manifest names, so it can be regenerated at any time; it never imports method modules.
+
+One document, two media
+    Python computes plain values (strings, tables of strings, PNG bytes); the Jinja2 templates in
+    ``harness/templates/`` (package data) lay them out with autoescaping on, so no HTML is assembled
+    in Python strings and every run name, method name, reason and warning is escaped by the
+    template engine. Figures are embedded as base64 PNG (no external requests, no scripts), or
+    linked as ``figures/*.png`` with ``embed_figures=False`` (committed baselines, where one file
+    holding every figure would pass the repository's 1 MiB per-file limit). ``report.pdf`` is that
+    same HTML printed by headless Chromium (:mod:`harness.pdf` says why Chromium): the stylesheet's
+    print rules give A4 portrait pages with page numbers, a table of contents of the same ``<h2>``
+    sections, figures at text width, table rows that never split (headers repeat on each page) and
+    no text under 7 pt.
+
+Page 1 is the verdict: suite, budget, ground truth and its ceiling, and one row per method
+(Kendall tau, its paired difference to SPOS and to ``params`` with the verdict of
+:mod:`harness.paired`, where its fidelity curve ends, its cost, its jobs' status), then the
+warnings methods recorded (``result.json`` ``extra["warnings"]``: a list of strings).
+
+Large runs (20 methods x 5 seeds x 15,625 architectures) stay readable: scatter plots draw a
+thinned, fixed subsample of points (tables keep the exact numbers) and the per-job architecture
+bootstrap uses fewer resamples above 1,000 architectures.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import io
 import json
-import textwrap
+import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +43,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape  # noqa: E402
 
 import harness  # noqa: E402
+from harness import check as C  # noqa: E402
 from harness import metrics as M  # noqa: E402
 from harness import plots as P  # noqa: E402
-from harness.engine.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
 from harness.core.errors import ConfigError  # noqa: E402
-from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS  # noqa: E402
-from harness.study.results import RunData, k_label, load_run, read_table  # noqa: E402
 from harness.core.io import atomic_write_text, write_csv  # noqa: E402
-from harness.groundtruth.table import low_ceiling_warning
+from harness.engine.curves import CURVE_COLUMNS, CURVE_SCORES, CURVES  # noqa: E402
+from harness.groundtruth.table import low_ceiling_warning  # noqa: E402
+from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS  # noqa: E402
+from harness.pdf import PdfEngineMissing, find_chromium, html_to_pdf  # noqa: E402
+from harness.study.results import RunData, k_label, load_run, read_table  # noqa: E402
 
 JOB_FILES = {"log.txt", "result.json", "scores.csv", CURVE_SCORES, CURVES}
 ZERO_COST_NAMES = frozenset({"synflow", "snip", "grad_norm", "jacov", "naswot", "fisher", "grasp", "zen", "zico"})
 SUMMARY_COLUMNS = (("kendall_tau", ""), ("spearman_rho", ""), ("high_low_tau", "0.1"), ("precision_at_k", "0.1"),
                    ("picked_gt", ""), ("regret", ""))
 TAU_BOOTSTRAP_RESAMPLES = 200  # per job over architectures; ~0.5 s for 1,000 archs
+TAU_BOOTSTRAP_WORK = 200_000  # resamples x architectures per job above which fewer resamples are drawn
+TAU_BOOTSTRAP_MIN = 20
+VERDICT_BASES = ("spos", "params")
+ARTEFACT_MAX_COLUMNS = 8  # wider artefact tables show their first columns (the file has all)
+ARTEFACT_MAX_ROWS = 30
+WRAP_AT = 48  # a table cell longer than this wraps at word boundaries (shorter ones never wrap)
+SECTIONS = (("verdict", "Verdict"), ("ranking", "Ranking quality"),
+            ("fidelity", "Ranking fidelity vs training budget"), ("stability", "Stability over seeds"),
+            ("jobs", "Jobs"), ("diagnostics", "Training diagnostics"), ("artefacts", "Method artefacts"),
+            ("metrics", "All metrics"), ("manifest", "Manifest"), ("notes", "Notes"))
+COMPARE_SECTIONS = (("overview", "Overview"), ("paired", "Paired Kendall-tau test per method"),
+                    ("gates", "harness check gates"), ("flagged", "Changes beyond the seed spread"),
+                    ("all", "All metrics"))
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -50,6 +84,46 @@ def _fmt(v, digits: int = 3) -> str:
     if isinstance(v, (float, np.floating)):
         return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
     return str(v)
+
+
+def _signed(v, digits: int = 3) -> str:
+    return f"{v:+.{digits}f}" if v is not None and np.isfinite(v) else "n/a"
+
+
+def _mean_std(mean, std, n=None) -> tuple[str, ...]:
+    """('+0.480 ± 0.042', '[+0.415, +0.545]') or ('+0.556 (1 seed)',)."""
+    if mean is None or not np.isfinite(mean):
+        return ("n/a",)
+    if n is not None and int(n) == 1:
+        return (f"{mean:+.3f} (1 seed)",)
+    return (f"{mean:+.3f} ± {std:.3f}",)
+
+
+def _duration(s) -> str:
+    if s is None or not np.isfinite(s):
+        return "n/a"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _images(n) -> str:
+    if n is None or not np.isfinite(n):
+        return "n/a"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else f"{int(n)}"
+
+
+def job_warnings(result: dict) -> list[str]:
+    """``extra["warnings"]`` of a job's result.json: plain strings a method recorded (fallbacks it
+    took, codes that stayed uniform...). A missing key is no warnings; anything else is shown as text."""
+    w = (result.get("extra") or {}).get("warnings") if isinstance(result.get("extra"), dict) else None
+    if w is None:
+        return []
+    if isinstance(w, (list, tuple)):
+        return [str(x) for x in w]
+    return [str(w)]
 
 
 def per_seed(run: RunData, metric: str = "kendall_tau", k: str = "", subset: str = "scored") -> pd.DataFrame:
@@ -70,7 +144,7 @@ def job_status(run: RunData) -> dict[str, tuple[int, int]]:
 
 
 def summary_table(run: RunData) -> pd.DataFrame:
-    """method x headline metric: mean ± std [CI] over seeds, primary ground-truth column."""
+    """method x headline metric: mean ± std [CI] over seeds (two lines per cell), primary ground-truth column."""
     s = run.summary
     status = job_status(run)
     rows = []
@@ -82,7 +156,7 @@ def summary_table(run: RunData) -> pd.DataFrame:
             label = metric + (f"@{k}" if k else "")
             if len(sel):
                 r = sel.iloc[0]
-                row[label] = f"{_fmt(r['mean'])} ± {_fmt(r['std'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+                row[label] = (f"{_fmt(r['mean'])} ± {_fmt(r['std'])}", f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
             else:
                 row[label] = "n/a"
         ok, n = status.get(m, (0, 0))
@@ -111,30 +185,40 @@ def tau_by_gt_table(run: RunData) -> pd.DataFrame:
 
 
 def jobs_table(run: RunData) -> pd.DataFrame:
-    """One row per job: status (failed/collapsed shown as such), cost, tau with an arch-bootstrap CI."""
+    """One row per job: status (failed/collapsed/pending shown as such), cost, tau with an
+    arch-bootstrap CI, the method's warnings."""
     rows = []
+    est = run.estimates
+    by_job = ({key: g for key, g in est[est["subset"] == "scored"].groupby(["method", "seed"], sort=False)}
+              if len(est) and run.gt_map is not None else {})
     for name, r in sorted(run.results.items(), key=lambda kv: (run.methods.index(kv[1]["method"])
                                                                if kv[1]["method"] in run.methods else 99,
                                                                kv[1]["seed"])):
         c = r.get("counters") or {}
         tau = ci = "n/a"
         if r.get("status") == "done" and run.gt_map is not None:
-            e = run.estimates[(run.estimates["method"] == r["method"]) & (run.estimates["seed"] == r["seed"])
-                              & (run.estimates["subset"] == "scored")]
+            e = by_job.get((r["method"], r["seed"]), est.iloc[:0])
             if len(e) >= 2:
                 pred = e["score"].to_numpy(dtype=float)
-                truth = np.array([run.gt_map[a] for a in e["arch"]])
+                truth = e["arch"].map(run.gt_map).to_numpy(dtype=float)
                 tau = _fmt(M.kendall_tau(pred, truth))
-                lo, hi = M.bootstrap_ci(M.kendall_tau, pred, truth, n_resamples=TAU_BOOTSTRAP_RESAMPLES)
+                lo, hi = M.bootstrap_ci(M.kendall_tau, pred, truth, n_resamples=tau_resamples(len(e)))
                 ci = f"[{_fmt(lo)}, {_fmt(hi)}]"
-        reason = r.get("reason") or ""
-        rows.append({"job": name, "method": r["method"], "seed": r["seed"], "status": r.get("status", "?"),
-                     "reason": reason, "kendall_tau": tau, "tau 95% CI (archs)": ci,
-                     "wall_s": _fmt(r.get("wall_s"), 1), "cpu_s": _fmt(r.get("cpu_s"), 1), "fit_s": _fmt(r.get("fit_s"), 1),
-                     "score_s": _fmt(r.get("score_s"), 1), "images_seen": c.get("images_seen", ""),
+        rows.append({"job": name, "status": r.get("status", "?"), "reason": r.get("reason") or "",
+                     "kendall_tau": tau, "tau 95% CI (archs)": ci,
+                     "wall_s": _fmt(r.get("wall_s"), 1), "cpu_s": _fmt(r.get("cpu_s"), 1),
+                     "fit_s": _fmt(r.get("fit_s"), 1), "score_s": _fmt(r.get("score_s"), 1),
+                     "images seen": c.get("images_seen", ""),
                      "fwd/img": _fmt(c.get("forward_passes_per_image"), 2),
-                     "bwd/img": _fmt(c.get("backward_passes_per_image"), 2)})
+                     "bwd/img": _fmt(c.get("backward_passes_per_image"), 2),
+                     "warnings": "; ".join(job_warnings(r))})
     return pd.DataFrame(rows)
+
+
+def tau_resamples(n_archs: int) -> int:
+    """Bootstrap resamples for one job's tau CI: 200, fewer above 1,000 architectures (at least 20;
+    the interval is narrow there anyway), so a 15,625-architecture run stays fast."""
+    return int(max(TAU_BOOTSTRAP_MIN, min(TAU_BOOTSTRAP_RESAMPLES, TAU_BOOTSTRAP_WORK // max(n_archs, 1))))
 
 
 def all_metrics_table(run: RunData) -> pd.DataFrame:
@@ -300,6 +384,56 @@ def manifest_facts(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(facts, columns=["field", "value"])
 
 
+# --- the document's values: tables of text for the templates ----------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: its text lines (joined by line breaks), the td class ("num": right-aligned
+    digits, "wrap": long text that may wrap between words; short cells never wrap) and an optional
+    span class for the text (e.g. a verdict's colour)."""
+
+    lines: tuple[str, ...]
+    cls: str = ""
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: tuple[Cell, ...]
+    cls: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+    empty: str = ""
+
+    def cell_texts(self) -> list[tuple[str, ...]]:
+        return [c.lines for r in self.rows for c in r.cells]
+
+
+_NUMERIC = re.compile(r"^[+\-−]?(\d[\d,]*(\.\d+)?|\.\d+)(e[+\-]?\d+)?\s*(%|s|min|h|M|k)?$")
+
+
+def cell(value, style: str = "") -> Cell:
+    """A table value as a Cell: a tuple/list is several lines, floats get 3 decimals."""
+    lines = tuple(_fmt(v) for v in value) if isinstance(value, (tuple, list)) else (_fmt(value),)
+    longest = max((len(s) for s in lines), default=0)
+    cls = "wrap" if longest > WRAP_AT else ("num" if all(_NUMERIC.match(s.strip()) for s in lines if s) and
+                                             any(lines) else "")
+    return Cell(lines, cls, style)
+
+
+def table(df: pd.DataFrame, row_class=None, empty: str = "") -> Table:
+    """A DataFrame as a Table (the template escapes every header and cell)."""
+    if df is None or not len(df):
+        return Table(tuple(str(c) for c in (df.columns if df is not None else ())), (), empty)
+    rows = []
+    for _, r in df.iterrows():
+        rows.append(Row(tuple(cell(v) for v in r.values), row_class(r) if row_class else ""))
+    return Table(tuple(str(c) for c in df.columns), tuple(rows), empty)
+
+
 # --- figures ----------------------------------------------------------------------------
 @dataclass
 class Figure:
@@ -310,10 +444,10 @@ class Figure:
 
 
 class _Figures:
-    """Saves each figure as PNG + SVG, keeps the PNG bytes for HTML and the figure for the PDF."""
+    """Saves each figure as PNG + SVG under figures/ and keeps the PNG bytes for the document."""
 
-    def __init__(self, fig_dir: Path, pdf: PdfPages, notes: list[str]):
-        self.fig_dir, self.pdf, self.notes = fig_dir, pdf, notes
+    def __init__(self, fig_dir: Path, notes: list[str]):
+        self.fig_dir, self.notes = fig_dir, notes
         self.items: list[Figure] = []
 
     def add(self, section: str, name: str, caption: str, make) -> None:
@@ -327,17 +461,214 @@ class _Figures:
         if fig is None:
             return
         try:
-            # each savefig redraws the figure (the costly part): PNG once, reused for the HTML;
+            # each savefig redraws the figure (the costly part): PNG once, reused for the document;
             # layouts are fixed by tight_layout in plots.py, so no bbox_inches="tight" double draw
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=P.PNG_DPI)
             self.fig_dir.mkdir(parents=True, exist_ok=True)
             (self.fig_dir / f"{name}.png").write_bytes(buf.getvalue())
             fig.savefig(self.fig_dir / f"{name}.svg")
-            self.pdf.savefig(fig)
             self.items.append(Figure(section, name, caption, buf.getvalue()))
         finally:
             plt.close(fig)
+
+    def view(self, embed: bool) -> dict[str, list[dict]]:
+        """section -> [{name, src, caption}], src a data: URI or figures/<name>.png."""
+        out: dict[str, list[dict]] = {s: [] for s, _ in SECTIONS}
+        for f in self.items:
+            src = (f"data:image/png;base64,{base64.b64encode(f.png).decode('ascii')}" if embed
+                   else f"figures/{f.name}.png")
+            out.setdefault(f.section, []).append({"name": f.name, "src": src, "caption": f.caption})
+        return out
+
+
+# --- page 1: the verdict ------------------------------------------------------------------
+VERDICT_TEXT = ("One row per method, against {gt}. Kendall tau: mean ± std over seeds [bootstrap 95% CI]. "
+                "vs SPOS / vs params: the Kendall-tau difference (this method minus the baseline) with its paired "
+                "hierarchical-bootstrap 95% interval (seeds, then the same architectures within each seed); "
+                "'better' / 'worse' need the interval to exclude 0, the same sign on every seed and at least 3 "
+                "seeds, otherwise the two are not distinguishable at this budget. " + MULTIPLE_COMPARISONS_NOTE +
+                " Fidelity curve: tau on the curve's architecture subset at its last point (the final scores) "
+                "and the point before it. Cost: mean wall time per finished job; path passes per image = "
+                "forward + backward passes through sampled paths per training image.")
+
+
+def paired_lookup(paired: pd.DataFrame, method: str, base: str) -> dict | None:
+    """The paired row of ``method`` vs ``base`` from paired.csv (either order), oriented as
+    method - base: diff, ci, per-seed signs flipped when the file has base - method."""
+    if not len(paired):
+        return None
+    for a, b, sign in ((method, base, 1.0), (base, method, -1.0)):
+        hit = paired[(paired["a"] == a) & (paired["b"] == b)]
+        if len(hit):
+            r = hit.iloc[0]
+            lo, hi = float(r["ci_low"]), float(r["ci_high"])
+            if sign < 0:
+                lo, hi = -hi, -lo
+            v = str(r["verdict"])
+            if v.startswith(f"{method} > {base} ("):
+                word = "better"
+            elif v.startswith(f"{base} > {method} ("):
+                word = "worse"
+            elif "seeds)" in v:
+                word = "not distinguishable" + v[len("not distinguishable"):]
+            else:
+                word = "not distinguishable"
+            return {"diff": sign * float(r["diff"]), "ci_low": lo, "ci_high": hi, "word": word,
+                    "n_seeds": int(r["n_seeds"]), "verdict": v}
+    return None
+
+
+def _versus_cell(paired: pd.DataFrame, method: str, base: str, present: bool) -> Cell:
+    if method == base:
+        return Cell(("baseline",), "", "v-same")
+    p = paired_lookup(paired, method, base) if present else None
+    if p is None:
+        return Cell(("n/a",))
+    ci = f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]" if np.isfinite(p["ci_low"]) else ""
+    style = {"better": "v-better", "worse": "v-worse"}.get(p["word"], "v-same")
+    return Cell((f"{p['diff']:+.3f}{ci}", p["word"]), "", style)
+
+
+def curve_end(curves: pd.DataFrame, method: str) -> tuple[str, ...] | None:
+    """Where a method's fidelity curve ends: tau (mean over seeds) at its last point and the point
+    before, with the images seen there."""
+    if not len(curves):
+        return None
+    g = curves[(curves["method"] == method) & (curves["metric"] == "kendall_tau") & (curves["k"] == "")]
+    if not len(g):
+        return None
+    by = g.groupby("point", sort=True).agg(value=("value", "mean"), images=("images_seen", "mean"),
+                                           share=("fraction", "mean"))
+    last = by.iloc[-1]
+    lines = [f"{last['value']:+.3f} at {_images(last['images'])} img"]
+    if len(by) > 1:
+        prev = by.iloc[-2]
+        lines.append(f"before: {prev['value']:+.3f} at {100 * prev['share']:.0f} %")
+    return tuple(lines)
+
+
+def _status_counts(results: list[dict]) -> tuple[str, ...]:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    done = counts.pop("done", 0)
+    lines = [f"{done}/{len(results)} done"]
+    if counts:
+        lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    n_warn = sum(len(job_warnings(r)) for r in results)
+    if n_warn:
+        lines.append(f"{n_warn} warning{'s' if n_warn > 1 else ''}")
+    return tuple(lines)
+
+
+def verdict_table(run: RunData, paired: pd.DataFrame, curves: pd.DataFrame) -> Table:
+    """Page 1: one row per method (see VERDICT_TEXT)."""
+    s = run.summary
+    bases = [b for b in VERDICT_BASES if b in run.methods]
+    columns = ["method", "Kendall tau (mean ± std [95% CI])",
+               *[f"vs {'SPOS' if b == 'spos' else b}: Δ tau [95% CI]" for b in bases],
+               "fidelity curve ends", "cost per job (wall; path passes / image)", "jobs"]
+    rows = []
+    for m in run.methods:
+        jobs = [r for r in run.results.values() if r["method"] == m]
+        sel = s[(s["method"] == m) & (s["gt"] == run.gt_column) & (s["metric"] == "kendall_tau") & (s["k"] == "")
+                & (s["subset"] == "scored")] if len(s) else s
+        if len(sel):
+            r = sel.iloc[0]
+            tau = _mean_std(r["mean"], r["std"], r["n_seeds"])
+            if int(r["n_seeds"]) > 1:
+                tau = tau + (f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",)
+        else:
+            tau = ("n/a",)
+        done = [r for r in jobs if r.get("status") == "done"]
+        wall = np.array([r.get("wall_s", np.nan) for r in done], dtype=float)
+        fwd = np.array([(r.get("counters") or {}).get("forward_passes_per_image", np.nan) for r in done], dtype=float)
+        bwd = np.array([(r.get("counters") or {}).get("backward_passes_per_image", np.nan) for r in done], dtype=float)
+        if done:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                w, f, b = np.nanmean(wall), np.nanmean(fwd), np.nanmean(bwd)
+            passes = ("no training" if m in run.reference or (f == 0 and b == 0)
+                      else f"{_fmt(f, 2)} fwd + {_fmt(b, 2)} bwd")
+            cost = (_duration(w), passes)
+        else:
+            cost = ("n/a",)
+        end = curve_end(curves, m) or (("no training",) if m in run.reference else ("no curve",))
+        cells = [Cell((m,) + (("reference",) if m in run.reference else ())),
+                 Cell(tau, "num"),
+                 *[_versus_cell(paired, m, b, True) for b in bases],
+                 Cell(end), Cell(cost), Cell(_status_counts(jobs))]
+        status = {r.get("status") for r in jobs}
+        cls = ("failed" if status & {"failed", "collapsed"} and not done else
+               "pending" if not done else "reference" if m in run.reference else "")
+        rows.append(Row(tuple(cells), cls))
+    return Table(tuple(columns), tuple(rows), "No methods in this run.")
+
+
+def run_facts(run: RunData) -> Table:
+    """The verdict page's header facts: what was run, against what, and how far it got."""
+    m = run.manifest
+    cfg, b = m.get("config", {}), m.get("budget", {})
+    ceiling = gt_ceiling(run)
+    jobs = list(run.results.values())
+    done = sum(r.get("status") == "done" for r in jobs)
+    overrides = ", ".join(f"{k}={v}" for k, v in (cfg.get("budget_overrides") or {}).items())
+    facts = [
+        ("suite / space / dataset", f"{m.get('suite')} / {m.get('space')} / {cfg.get('dataset', 'cifar10')}"),
+        ("budget", f"{b.get('name')}: {b.get('note', '')}" + (f" (--set {overrides})" if overrides else "")),
+        ("ground truth", f"{run.gt_column} ({m.get('gt_source')})"),
+        ("GT ceiling", ceiling["text"] if ceiling else
+         f"not measured: {run.gt_column or 'this ground truth'} has no independent GT seeds to compare, so the "
+         "limit is tau = 1"),
+        ("scored", f"{m.get('n_archs')} architectures; seeds {', '.join(map(str, m.get('seeds', [])))}"),
+        ("run", f"{m.get('status')}; {done}/{len(jobs)} jobs done; harness {m.get('harness_version')}, commit "
+                f"{m.get('git_commit')}"),
+    ]
+    return table(pd.DataFrame(facts, columns=["field", "value"]))
+
+
+def _job_problems(run: RunData) -> tuple[str, str]:
+    bad = [(n, r) for n, r in run.results.items() if r.get("status") not in ("done", "pending")]
+    pending = [n for n, r in run.results.items() if r.get("status") == "pending"]
+    problems = (f"{len(bad)} job(s) did not finish: " + ", ".join(f"{n} ({r.get('status')}: {r.get('reason')})"
+                                                                 for n, r in bad)) if bad else ""
+    pend = (f"{len(pending)} job(s) pending (the run is unfinished; resume it with the same --out): "
+            + ", ".join(pending)) if pending else ""
+    return problems, pend
+
+
+def warning_lines(run: RunData) -> list[str]:
+    """'method s<seed>: text' for every warning a job recorded, in the run's method order."""
+    out = []
+    order = {m: i for i, m in enumerate(run.methods)}
+    for _, r in sorted(run.results.items(), key=lambda kv: (order.get(kv[1]["method"], 99), kv[1]["seed"])):
+        out += [f"{r['method']} s{r['seed']}: {w}" for w in job_warnings(r)]
+    return out
+
+
+def per_seed_tau_table(run: RunData) -> pd.DataFrame:
+    """method x seed Kendall tau (or the job's status), with mean ± std and the range over seeds."""
+    seeds = list(run.manifest.get("seeds") or sorted({r["seed"] for r in run.results.values()}))
+    taus = per_seed(run)
+    rows = []
+    for m in run.methods:
+        row = {"method": m}
+        vals = []
+        for s in seeds:
+            v = taus[(taus["method"] == m) & (taus["seed"] == s)]["value"].to_numpy(dtype=float)
+            status = next((r.get("status") for r in run.results.values() if r["method"] == m and r["seed"] == s), "")
+            if len(v) and np.isfinite(v[0]):
+                row[f"seed {s}"] = f"{v[0]:+.3f}"
+                vals.append(v[0])
+            else:
+                row[f"seed {s}"] = status or "n/a"
+        vals = np.array(vals)
+        row["mean ± std"] = ("n/a" if not vals.size else f"{vals.mean():+.3f}" if vals.size == 1
+                             else f"{vals.mean():+.3f} ± {vals.std(ddof=1):.3f}")
+        row["max - min"] = f"{vals.max() - vals.min():.3f}" if vals.size > 1 else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _safe(name: str) -> str:
@@ -383,38 +714,38 @@ def _json_table(obj, max_rows: int = 60) -> pd.DataFrame:
 
 
 # --- the report -------------------------------------------------------------------------
-SECTIONS = (("overview", "Overview"), ("summary", "Summary"), ("jobs", "Jobs"), ("ranking", "Ranking quality"),
-            ("fidelity", "Ranking fidelity vs training budget"),
-            ("diagnostics", "Training diagnostics"), ("artefacts", "Method artefacts"),
-            ("metrics", "All metrics"), ("manifest", "Manifest"), ("notes", "Notes"))
-
-
 def build_figures(run: RunData, figs: _Figures) -> None:
-    methods = [m for m in run.methods if m in set(run.metrics.get("method", []))] or run.methods
+    present = set(run.metrics["method"].unique()) if "method" in run.metrics else set()
+    methods = [m for m in run.methods if m in present] or run.methods
     taus = per_seed(run)
     figs.add("ranking", "tau_per_method", f"Kendall tau per method against {run.gt_column}: mean ± std over "
              "seeds (dots: seeds); reference rows as dashed lines.",
              lambda: P.tau_per_method(taus, methods, run.reference, gt=run.gt_column,
                                       ceiling=(c["tau"] if (c := gt_ceiling(run)) else None)))
-    figs.add("ranking", "tau_boxplot", "Kendall tau over seeds per method (SE-NAS Fig. 8 style).",
+    figs.add("stability", "tau_boxplot", "Kendall tau over seeds per method (SE-NAS Fig. 8 style).",
              lambda: P.tau_boxplot(taus, methods, gt=run.gt_column))
     est = run.estimates[run.estimates["subset"] == "scored"] if len(run.estimates) else run.estimates
     if run.gt_map is not None and len(est):
-        score_methods = [m for m in methods if m in set(est["method"])]
+        scored = set(est["method"].unique())
+        score_methods = [m for m in methods if m in scored]
         tau_stats = {m: (float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0)
                      for m, v in ((m, taus.loc[taus["method"] == m, "value"].to_numpy(dtype=float))
                                   for m in score_methods) if np.isfinite(v).any()}
-        figs.add("ranking", "ranking_stability", f"Ranking stability: {P.STABILITY_ARCHS} fixed architectures at "
+        figs.add("stability", "ranking_stability", f"Ranking stability: {P.STABILITY_ARCHS} fixed architectures at "
                  "evenly spaced ground-truth quantiles, ordered by ground truth; boxes show each one's predicted "
                  "rank among them over seeds; dashed line = perfect ranking (SE-NAS Fig. 1 style).",
                  lambda: P.ranking_stability(est, run.gt_map, score_methods))
+        shown = max((len(est[est["method"] == m]) for m in score_methods), default=0)
+        thin = (f" Panels with more than {P.SCATTER_MAX_POINTS:,} points draw a fixed random {P.SCATTER_MAX_POINTS:,} "
+                "of them (tau from all; exact numbers in the tables)." if shown > P.SCATTER_MAX_POINTS else "")
         figs.add("ranking", "score_vs_gt", "Predicted score against ground truth, all seeds; tau mean ± std in "
-                 "each title.", lambda: P.score_vs_gt(est, run.gt_map, score_methods, tau_stats, run.gt_column))
-        table = P.topk_table(est, run.gt_map, score_methods)
-        write_csv(run.run_dir / "figures" / "topk_curves.csv", table)
+                 f"each title.{thin}", lambda: P.score_vs_gt(est, run.gt_map, score_methods, tau_stats,
+                                                              run.gt_column))
+        topk = P.topk_table(est, run.gt_map, score_methods)
+        write_csv(run.run_dir / "figures" / "topk_curves.csv", topk)
         figs.add("ranking", "topk_curves", "High-low tau and precision@k as k grows, recomputed from "
                  "estimates.csv (K-shot NAS Fig. 5 style); band = std over seeds, dashed = reference rows.",
-                 lambda: P.topk_curves(table, score_methods, run.reference))
+                 lambda: P.topk_curves(topk, score_methods, run.reference))
     else:
         run.notes.append("score-vs-GT, ranking-stability and top-k plots skipped: ground truth or estimates "
                          "unavailable")
@@ -442,7 +773,21 @@ def build_figures(run: RunData, figs: _Figures) -> None:
                          "feature-cosine plots skipped")
 
 
-def build_artefacts(run: RunData, figs: _Figures) -> list[tuple[str, pd.DataFrame]]:
+def _artefact_table(title: str, df: pd.DataFrame) -> dict:
+    """An artefact's table, at most ARTEFACT_MAX_COLUMNS wide and ARTEFACT_MAX_ROWS long (the file
+    in the job folder has the rest): a page-wide table never clips a cell."""
+    notes = []
+    if df.shape[1] > ARTEFACT_MAX_COLUMNS:
+        notes.append(f"first {ARTEFACT_MAX_COLUMNS} of {df.shape[1]} columns")
+        df = df.iloc[:, :ARTEFACT_MAX_COLUMNS]
+    if len(df) > ARTEFACT_MAX_ROWS:
+        notes.append(f"first {ARTEFACT_MAX_ROWS} of {len(df)} rows")
+        df = df.head(ARTEFACT_MAX_ROWS)
+    return {"title": title, "note": ("; ".join(notes) + "; the file in the job folder has all of it.") if notes
+            else "", "table": table(df)}
+
+
+def build_artefacts(run: RunData, figs: _Figures) -> list[dict]:
     """Render files methods left in their job folders: codes -> histogram, alpha history -> lines,
     JSON history -> table, any other CSV -> its first rows."""
     tables = []
@@ -452,7 +797,8 @@ def build_artefacts(run: RunData, figs: _Figures) -> list[tuple[str, pd.DataFram
         lower = fname.lower()
         try:
             if fname.endswith(".json"):
-                tables.append((f"{title} (seed {seeds[0]})", _json_table(json.loads(by_seed[seeds[0]].read_text()))))
+                tables.append(_artefact_table(f"{title} (seed {seeds[0]})",
+                                              _json_table(json.loads(by_seed[seeds[0]].read_text()))))
                 continue
             frames = [pd.read_csv(by_seed[s]).assign(seed=s) for s in seeds]
             if "code" in lower:
@@ -463,173 +809,105 @@ def build_artefacts(run: RunData, figs: _Figures) -> list[tuple[str, pd.DataFram
                 figs.add("artefacts", f"artefact_{_safe(m)}_{_safe(fname)}", f"{title}: values over training "
                          f"(seed {seeds[0]}).", lambda t=title, d=frames[0]: P.history_lines(t, d.drop(columns="seed")))
             else:
-                tables.append((f"{title} (seed {seeds[0]}, first rows)", frames[0].drop(columns="seed").head(30)))
+                tables.append(_artefact_table(f"{title} (seed {seeds[0]})", frames[0].drop(columns="seed")))
         except Exception as exc:
             run.notes.append(f"artefact {title} could not be rendered: {type(exc).__name__}: {exc}")
     return tables
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#263238;color:#fff;padding:14px 28px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;font-size:13px;color:#cfd8dc}
-nav{padding:8px 28px;background:#eceff1;font-size:13px}nav a{margin-right:14px;color:#1565c0}
-main{padding:0 28px 40px}section{margin-top:26px}h2{border-bottom:2px solid #b0bec5;padding-bottom:4px}
-table{border-collapse:collapse;font-size:12px;margin:8px 0;background:#fff}
-th,td{border:1px solid #cfd8dc;padding:3px 7px;text-align:left;vertical-align:top}th{background:#eceff1}
-tr.failed td,tr.collapsed td{background:#ffebee;color:#b71c1c;font-weight:600}
-figure{margin:14px 0;background:#fff;border:1px solid #e0e0e0;padding:8px;display:inline-block;max-width:100%}
-figure img{max-width:100%;height:auto}figcaption{font-size:12px;color:#555;max-width:900px}
-pre{background:#fff;border:1px solid #e0e0e0;padding:10px;font-size:11px;overflow:auto;max-height:600px}
-.note{color:#8d6e63;font-size:13px}.bad{color:#b71c1c;font-weight:700}.good{color:#2e7d32;font-weight:700}
-"""
+# --- rendering ----------------------------------------------------------------------------
+_ENV: Environment | None = None
 
 
-def html_table(df: pd.DataFrame, row_class=None) -> str:
-    """A DataFrame as an HTML table; every header and cell escaped."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = []
-    for _, row in df.iterrows():
-        cls = row_class(row) if row_class else ""
-        attr = f' class="{html.escape(cls)}"' if cls else ""
-        body.append(f"<tr{attr}>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.values) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def environment() -> Environment:
+    """The templates' Jinja2 environment: package data in harness/templates, autoescape on for
+    every template (HTML and the stylesheet it includes), undefined names are errors."""
+    global _ENV
+    if _ENV is None:
+        _ENV = Environment(loader=PackageLoader("harness", "templates"),
+                           autoescape=select_autoescape(default=True, default_for_string=True),
+                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return _ENV
 
 
-def _figure_html(f: Figure, embed: bool = True) -> str:
-    # embedded: one self-contained file; linked: figures/<name>.png beside it (committed baselines,
-    # where a single file of every figure would exceed the repository's 1 MiB per-file limit)
-    src = f"data:image/png;base64,{base64.b64encode(f.png).decode('ascii')}" if embed else f"figures/{f.name}.png"
-    return (f'<figure id="fig-{html.escape(f.name)}"><img alt="{html.escape(f.name)}" '
-            f'src="{html.escape(src)}"><figcaption>{html.escape(f.caption)}</figcaption></figure>')
+def render(template: str, **context) -> str:
+    return environment().get_template(template).render(version=harness.__version__, **context)
 
 
-def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
-    nav = "".join(f'<a href="#{html.escape(sid)}">{html.escape(t)}</a>' for sid, t, _ in sections)
-    body = "".join(f'<section id="{html.escape(sid)}"><h2>{html.escape(t)}</h2>{content}</section>'
-                   for sid, t, content in sections)
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(subtitle)}</p></header><nav>{nav}</nav><main>{body}</main></body></html>\n")
+def _sections(spec) -> dict:
+    return {"sections": [{"id": i, "title": t} for i, t in spec], "section_titles": dict(spec)}
 
 
-def _text_pages(pdf: PdfPages, title: str, text: str, lines_per_page: int = 70, max_pages: int = 8) -> None:
-    lines = text.splitlines() or [""]
-    pages = [lines[i:i + lines_per_page] for i in range(0, len(lines), lines_per_page)]
-    for n, chunk in enumerate(pages[:max_pages]):
-        fig = plt.figure(figsize=(8.27, 11.69))
-        head = f"{title} ({n + 1}/{min(len(pages), max_pages)})" if len(pages) > 1 else title
-        if n == max_pages - 1 and len(pages) > max_pages:
-            chunk = chunk + [f"... {len(lines) - max_pages * lines_per_page} more lines in the HTML report"]
-        fig.text(0.05, 0.97, head, fontsize=11, weight="bold", va="top")
-        fig.text(0.05, 0.94, "\n".join(line[:130] for line in chunk), fontsize=6.5, family="monospace", va="top")
-        pdf.savefig(fig)
-        plt.close(fig)
+def _pdf_engine(pdf: bool | None, notes: list[str]) -> bool:
+    """Whether to print the PDF: pdf=True requires the engine (PdfEngineMissing, exit 2, before any
+    work), None prints when it is installed (else a note), False never."""
+    if pdf is False:
+        return False
+    try:
+        find_chromium()
+        return True
+    except PdfEngineMissing as exc:
+        if pdf:
+            raise
+        notes.append(f"PDF not written: {exc}")
+        return False
 
 
-def write_report(run_dir: Path, embed_figures: bool = True) -> Path:
-    """Write ``figures/``, ``report.html`` and ``report.pdf`` for a run folder; returns the HTML path.
-    ``embed_figures=False`` links ``figures/*.png`` instead of embedding them."""
+def _stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_report(run_dir: Path, embed_figures: bool = True, pdf: bool | None = None) -> Path:
+    """Write ``figures/``, ``report.html`` and (see ``pdf``) ``report.pdf`` for a run folder;
+    returns the HTML path. ``embed_figures=False`` links ``figures/*.png`` instead of embedding them.
+    ``pdf``: True = the PDF is required (no Chromium: PdfEngineMissing, one line, exit 2), None =
+    printed when Chromium is installed (else the report's notes say why not), False = HTML only."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
+    want_pdf = _pdf_engine(pdf, run.notes)
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     m = run.manifest
     title = f"supernet-harness report: {m.get('suite')} / {m.get('budget', {}).get('name')}"
     subtitle = (f"run {run_dir.name} · harness {m.get('harness_version')} · commit {m.get('git_commit')} · "
-                f"seeds {', '.join(map(str, m.get('seeds', [])))} · generated "
-                f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
-    pdf_tmp = run_dir / "report.pdf.tmp"
-    summary = summary_table(run)
-    by_gt = tau_by_gt_table(run)
-    jobs = jobs_table(run)
-    metrics_all = all_metrics_table(run)
-    overhead = overhead_table(run)
-    facts = manifest_facts(run)
-    fidelity = fidelity_table(run, load_curves(run))
-    paired = paired_view(run)
-    curve_cost = curve_cost_table(run)
-    with PdfPages(pdf_tmp, metadata={"Title": title, "Creator": f"supernet-harness {harness.__version__}"}) as pdf:
-        _text_pages(pdf, title, subtitle.replace(" · ", "\n") + "\n\n" + "\n".join(
-            textwrap.fill(f"{a:<24} {b}", 128, subsequent_indent=" " * 25) for a, b in facts.itertuples(index=False)))
-        for t, df in ((f"Summary (ground truth {run.gt_column}; mean ± std [bootstrap 95% CI] over seeds)", summary),
-                      *((("Kendall tau against each ground-truth column (mean ± std over seeds)", by_gt),)
-                        if len(by_gt) else ()),
-                      *((("Paired tau differences (hierarchical bootstrap; not adjusted for multiple comparisons)",
-                          paired),) if len(paired) else ()), ("Jobs", jobs)):
-            for fig in P.table_figure(t, df):
-                pdf.savefig(fig)
-                plt.close(fig)
-        figs = _Figures(fig_dir, pdf, run.notes)
-        build_figures(run, figs)
-        for t, df in (("Ranking fidelity vs training budget", fidelity), ("Fidelity curve: cost", curve_cost)):
-            if len(df):
-                for fig in P.table_figure(t, df):
-                    pdf.savefig(fig)
-                    plt.close(fig)
-        if len(overhead):
-            for fig in P.table_figure("Diagnostics hooks: cost and feature cosine", overhead):
-                pdf.savefig(fig)
-                plt.close(fig)
-        art_tables = build_artefacts(run, figs)
-        for t, df in art_tables:
-            for fig in P.table_figure(t, df):
-                pdf.savefig(fig)
-                plt.close(fig)
-        for fig in P.table_figure("All metrics (mean ± std and bootstrap 95% CI over seeds)", metrics_all):
-            pdf.savefig(fig)
-            plt.close(fig)
-        manifest_text = json.dumps(m, indent=1, default=str)
-        _text_pages(pdf, "Manifest", manifest_text)
-        if run.notes:
-            _text_pages(pdf, "Notes", "\n".join(run.notes))
-    pdf_tmp.replace(run_dir / "report.pdf")
-
-    def figs_in(section: str) -> str:
-        items = [f for f in figs.items if f.section == section]
-        return "".join(_figure_html(f, embed_figures) for f in items) or '<p class="note">No figures in this section.</p>'
-
-    status_cls = lambda row: row["status"] if row.get("status") in ("failed", "collapsed") else ""  # noqa: E731
-    bad = jobs[jobs["status"] != "done"] if len(jobs) else jobs
-    failed_html = (f'<p class="bad">{len(bad)} job(s) did not finish: '
-                   + html.escape(", ".join(f"{r.job} ({r.status}: {r.reason})" for r in bad.itertuples()))
-                   + "</p>") if len(bad) else '<p class="good">All jobs finished.</p>'
-    art_html = "".join(f"<h3>{html.escape(t)}</h3>{html_table(df)}" for t, df in art_tables)
+                f"seeds {', '.join(map(str, m.get('seeds', [])))} · generated {_stamp()}")
+    curves = load_curves(run)
+    paired_raw = read_table(run_dir / "paired.csv", TABLE_COLUMNS, dtype={"per_seed": str})
+    if len(paired_raw):
+        paired_raw = paired_raw[paired_raw["gt"] == run.gt_column]
+    elif any(r.get("status") == "done" for r in run.results.values()):
+        run.notes.append("no paired.csv in the run folder (written by the run's aggregation since issue 15): "
+                         "the verdict table has no paired differences")
+    figs = _Figures(fig_dir, run.notes)
+    build_figures(run, figs)
+    art_tables = build_artefacts(run, figs)
+    problems, pending = _job_problems(run)
     ceiling = gt_ceiling(run)
-    ceiling_html = (f'<p class="{"bad" if ceiling["low"] else "note"}">{html.escape(ceiling["text"])}</p>'
-                    if ceiling else "")
-    sections = [
-        ("overview", "Overview", html_table(facts)),
-        ("summary", "Summary", f"<p>Ground truth <b>{html.escape(run.gt_column)}</b>, subset <i>scored</i>; "
-         "mean ± std [bootstrap 95% CI] over seeds. Failed or collapsed seeds give no value and are counted in "
-         "<i>jobs ok</i>.</p>" + ceiling_html + failed_html + html_table(summary)
-         + (f"<h3>Paired comparisons</h3><p>{html.escape(PAIRED_TEXT)}</p>" + html_table(paired)
-            if len(paired) else "")
-         + (f"<h3>Kendall tau against each ground-truth column</h3><p>{html.escape(_fidelity_text(m))}</p>"
-            + html_table(by_gt) if len(by_gt) else "")),
-        ("jobs", "Jobs", "<p>One row per (method, seed). The tau CI resamples architectures "
-         f"({TAU_BOOTSTRAP_RESAMPLES} bootstrap resamples).</p>" + html_table(jobs, status_cls)),
-        ("ranking", "Ranking quality", figs_in("ranking")),
-        ("fidelity", "Ranking fidelity vs training budget",
-         (figs_in("fidelity") + "<h3>Per point</h3>" + html_table(fidelity)
-          + "<h3>What the curve cost</h3><p>Scoring the points runs inside training (RNG streams, counters "
-          "and weights untouched); overhead = curve seconds / the rest of the job's wall time.</p>"
-          + html_table(curve_cost)) if len(fidelity) else
-         '<p class="note">No fidelity curve in this run (reference rows only, or curve_points=0).</p>'),
-        ("diagnostics", "Training diagnostics",
-         "<p>Recorded by hooks during supernet training (Pi-NAS parameter and feature shift). "
-         "Overhead = time inside the hooks / the rest of the training wall time.</p>"
-         + (html_table(overhead) if len(overhead) else "") + figs_in("diagnostics")),
-        ("artefacts", "Method artefacts", (figs_in("artefacts") if any(f.section == "artefacts" for f in figs.items)
-                                           else "") + art_html or '<p class="note">No method artefacts.</p>'),
-        ("metrics", "All metrics", html_table(metrics_all)),
-        ("manifest", "Manifest", f"<pre>{html.escape(json.dumps(m, indent=2, default=str))}</pre>"),
-        ("notes", "Notes", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in run.notes) + "</ul>"
-         if run.notes else '<p class="note">None.</p>'),
-    ]
+    status_cls = lambda row: row["status"] if row.get("status") in ("failed", "collapsed", "pending") else ""  # noqa: E731
+    manifest_json = json.dumps(m, indent=2, default=str)
+    context = dict(
+        title=title, subtitle=subtitle, gt_column=run.gt_column, **_sections(SECTIONS),
+        facts=run_facts(run), ceiling_low=ceiling["text"] if ceiling and ceiling["low"] else "",
+        verdict=verdict_table(run, paired_raw, curves), verdict_text=VERDICT_TEXT.format(gt=run.gt_column),
+        job_problems=problems, pending_text=pending, warnings=warning_lines(run),
+        summary=table(summary_table(run)), paired=table(paired_view(run)), paired_text=PAIRED_TEXT,
+        by_gt=table(tau_by_gt_table(run)), fidelity_text=_fidelity_text(m),
+        fidelity=table(fidelity_table(run, curves)), curve_cost=table(curve_cost_table(run)),
+        per_seed_tau=table(per_seed_tau_table(run)),
+        jobs=table(jobs_table(run), status_cls),
+        jobs_text=(f"The tau CI resamples architectures ({TAU_BOOTSTRAP_RESAMPLES} bootstrap resamples; fewer, at "
+                   f"least {TAU_BOOTSTRAP_MIN}, above {TAU_BOOTSTRAP_WORK // TAU_BOOTSTRAP_RESAMPLES:,} "
+                   "architectures, where the interval is narrow). Warnings are what the method recorded in "
+                   "result.json (extra.warnings)."),
+        overhead=table(overhead_table(run)), artefact_tables=art_tables,
+        metrics_all=table(all_metrics_table(run)), manifest_facts=table(manifest_facts(run), empty=""),
+        manifest_json=manifest_json,
+        manifest_lines=manifest_json.count("\n") + 1, notes=run.notes,
+        figures=figs.view(embed_figures))
     out = run_dir / "report.html"
-    atomic_write_text(out, _page(title, subtitle, sections))
+    atomic_write_text(out, render("report.html.j2", **context))
+    if want_pdf:
+        html_to_pdf(out, run_dir / "report.pdf")
     return out
 
 
@@ -662,36 +940,142 @@ def compare_table(run_a: RunData, run_b: RunData) -> pd.DataFrame:
     return df
 
 
-def compare_runs(run_a: Path, run_b: Path, out: str | Path | None = None) -> int:
-    """``harness compare A B``: writes compare.csv + compare.html, prints the flagged rows."""
+def _flip_per_seed(text: str) -> str:
+    return "/".join(("-" + p[1:] if p.startswith("+") else "+" + p[1:] if p.startswith("-") else p)
+                    for p in str(text).split("/")) if isinstance(text, str) and text else ""
+
+
+def compare_paired_view(paired: pd.DataFrame, run_a: RunData, run_b: RunData) -> tuple[pd.DataFrame, Table]:
+    """:func:`harness.check.paired_compare`'s table (diff = A - B) as B - A, the direction of the
+    rest of the comparison, with both runs' tau and a verdict word per method."""
+    rows, view = [], []
+    for r in paired.itertuples():
+        method = str(r.a)[:-4] if str(r.a).endswith(" (A)") else str(r.a)
+        lo, hi = (-float(r.ci_high), -float(r.ci_low)) if np.isfinite(r.ci_low) else (math.nan, math.nan)
+        v = str(r.verdict)
+        word = ("B better" if v.startswith(f"{r.b} > {r.a} (") else "B worse" if v.startswith(f"{r.a} > {r.b} (")
+                else "not distinguishable" + (v[len("not distinguishable"):] if "seeds)" in v else ""))
+        taus = [(run.summary[(run.summary["method"] == method) & (run.summary["gt"] == r.gt)
+                             & (run.summary["metric"] == "kendall_tau") & (run.summary["subset"] == "scored")
+                             & (run.summary["k"] == "")]) for run in (run_a, run_b)]
+        ta, tb = (_mean_std(t.iloc[0]["mean"], t.iloc[0]["std"], t.iloc[0]["n_seeds"]) if len(t) else ("n/a",)
+                  for t in taus)
+        ci = f" [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
+        rows.append({"method": method, "gt": r.gt, "shared seeds": int(r.n_seeds), "shared archs": int(r.n_archs),
+                     "diff_b_minus_a": -float(r.diff), "ci_low": lo, "ci_high": hi, "verdict": word,
+                     "per_seed": _flip_per_seed(r.per_seed)})
+        style = {"B better": "v-better", "B worse": "v-worse"}.get(word, "v-same")
+        view.append(Row((Cell((method,)), Cell(ta, "num"), Cell(tb, "num"),
+                         Cell((f"{-float(r.diff):+.3f}{ci}",), "num"), Cell((word,), "", style),
+                         Cell((_flip_per_seed(r.per_seed),)), Cell((f"{int(r.n_seeds)} / {int(r.n_archs)}",), "num"))))
+    columns = ("method", "tau A (all its seeds)", "tau B (all its seeds)", "Δ tau B - A [95% CI], shared seeds",
+               "paired verdict", "per seed (B - A)", "shared seeds / archs")
+    return pd.DataFrame(rows), Table(columns, tuple(view), "No method has scored estimates in both runs.")
+
+
+def compare_gates(run_a: Path, run_b: Path, thresholds: Path) -> pd.DataFrame:
+    """Every `harness check` gate of ``thresholds`` evaluated on both runs (the gate logic is
+    :func:`harness.check.run_checks`; ``max_drop`` rules take run A as the baseline of both, so A
+    passes them by construction and B is judged against A)."""
+    ga = C.run_checks(run_a, thresholds, baseline=run_a)
+    gb = C.run_checks(run_b, thresholds, baseline=run_a)
+    keys = ["method", "metric", "gt", "rule"]
+    for g in (ga, gb):
+        g["n"] = g.groupby(keys).cumcount()
+    df = ga.merge(gb, on=keys + ["n"], how="outer", suffixes=("_a", "_b"))
+    df["changed"] = df["result_a"] != df["result_b"]
+    return df.drop(columns="n")
+
+
+def _gate_view(df: pd.DataFrame) -> pd.DataFrame:
+    def val(v):
+        return f"{v:+.4f}" if isinstance(v, float) and np.isfinite(v) else ("n/a" if isinstance(v, float) else str(v))
+
+    return pd.DataFrame({
+        "method": df["method"], "metric": df["metric"], "rule": df["rule"],
+        "threshold": [str(t) if not isinstance(t, float) else f"{t:+.4f}" for t in df["threshold_b"].fillna("")],
+        "value A": [val(v) for v in df["value_a"]], "A": df["result_a"].fillna("n/a"),
+        "value B": [val(v) for v in df["value_b"]], "B": df["result_b"].fillna("n/a"),
+        "why": [" ".join(x for x in (str(a or ""), str(b or "")) if x and x != "nan") for a, b in
+                zip(df["why_a"], df["why_b"])]})
+
+
+def compare_runs(run_a: Path, run_b: Path, out: str | Path | None = None, thresholds: str | Path | None = None,
+                 pdf: bool | None = None) -> int:
+    """``harness compare A B [--thresholds FILE]``: writes compare.csv, compare.html (and compare.pdf,
+    as :func:`write_report`'s ``pdf`` says), prints the flagged rows, the paired test per method and,
+    with thresholds, the gates that pass in one run and fail in the other."""
     ra, rb = load_run(Path(run_a)), load_run(Path(run_b))
     sa, sb = ra.manifest.get("suite"), rb.manifest.get("suite")
     if sa != sb:
         raise ConfigError(f"cannot compare runs of different suites ({sa} vs {sb}); compare two runs of one suite")
+    notes: list[str] = []
+    want_pdf = _pdf_engine(pdf, notes)
+    gates = compare_gates(Path(run_a), Path(run_b), Path(thresholds)) if thresholds else None
     out_dir = Path(out) if out else Path(run_b) / f"compare-{Path(run_a).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     df = compare_table(ra, rb)
     write_csv(out_dir / "compare.csv", df)
+    paired, paired_notes = C.paired_compare(ra, rb)
+    paired_rows, paired_tbl = compare_paired_view(paired, ra, rb)
+    write_csv(out_dir / "compare_paired.csv", paired_rows)
     flagged = df[df["flag"].isin(["better", "WORSE"])]
-    facts = pd.DataFrame([
-        ("run A", f"{Path(run_a)} (harness {ra.manifest.get('harness_version')}, commit {ra.manifest.get('git_commit')}, "
-                  f"budget {ra.manifest.get('budget', {}).get('name')}, seeds {ra.manifest.get('seeds')})"),
-        ("run B", f"{Path(run_b)} (harness {rb.manifest.get('harness_version')}, commit {rb.manifest.get('git_commit')}, "
-                  f"budget {rb.manifest.get('budget', {}).get('name')}, seeds {rb.manifest.get('seeds')})"),
-        ("rule", "flag = |mean_B - mean_A| > max(std_A, std_B) over seeds"),
-        ("flagged", f"{len(flagged)} of {len(df)} metric rows")], columns=["field", "value"])
+
+    def describe(path, r):
+        mm = r.manifest
+        return (f"{Path(path)} (harness {mm.get('harness_version')}, commit {mm.get('git_commit')}, budget "
+                f"{mm.get('budget', {}).get('name')}, seeds {', '.join(map(str, mm.get('seeds', [])))})")
+
+    facts = pd.DataFrame([("run A", describe(run_a, ra)), ("run B", describe(run_b, rb)),
+                          ("suite", sa), ("ground truth", f"A: {ra.gt_column}; B: {rb.gt_column}"),
+                          ("flagged", f"{len(flagged)} of {len(df)} metric rows beyond the seed spread"),
+                          *((("gates", f"{int(gates['changed'].sum())} of {len(gates)} gates differ "
+                                       f"({Path(thresholds)})"),) if gates is not None else ()),
+                          *((("notes", "; ".join(notes)),) if notes else ())], columns=["field", "value"])
     show = df.copy()
     for c in ("mean_a", "std_a", "mean_b", "std_b", "diff", "spread"):
         show[c] = show[c].map(lambda v: _fmt(float(v)))
+    show["n_seeds_a"] = show["n_seeds_a"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    show["n_seeds_b"] = show["n_seeds_b"].map(lambda v: "" if pd.isna(v) else str(int(v)))
     cls = lambda row: "failed" if row["flag"] == "WORSE" else ""  # noqa: E731
-    page = _page(f"supernet-harness compare: {sa}", f"A = {Path(run_a).name} · B = {Path(run_b).name}", [
-        ("overview", "Overview", html_table(facts)),
-        ("flagged", "Changes beyond the seed spread", html_table(show[show["flag"].isin(["better", "WORSE"])], cls)),
-        ("all", "All metrics", html_table(show, cls))])
-    atomic_write_text(out_dir / "compare.html", page)
+    gate_view = _gate_view(gates) if gates is not None else None
+    context = dict(
+        title=f"supernet-harness compare: {sa}",
+        subtitle=f"A = {Path(run_a).name} · B = {Path(run_b).name} · generated {_stamp()}",
+        **_sections(COMPARE_SECTIONS), facts=table(facts),
+        paired=paired_tbl, paired_notes=paired_notes,
+        paired_text=("The same paired hierarchical bootstrap as the run report's, per method: run A's scores "
+                     "against run B's on the seeds and architectures both runs scored (matched by architecture). "
+                     "Δ = B - A; 'B better' / 'B worse' need the 95% interval to exclude 0, the same sign on every "
+                     "shared seed and at least 3 shared seeds. " + MULTIPLE_COMPARISONS_NOTE),
+        gates=table(gate_view, lambda r: "failed" if r["A"] != r["B"] else "") if gate_view is not None else None,
+        gates_changed=(table(gate_view[gates["changed"].to_numpy()], lambda r: "failed",
+                             empty="None: every gate has the same result in both runs.")
+                       if gate_view is not None else None),
+        gates_text=("Each gate of the thresholds file evaluated by harness check's own logic on each run; max_drop "
+                    "rules use run A as the baseline (so A passes them and B is judged against A)."
+                    if gates is not None else ""),
+        rule_text="flag = |mean_B - mean_A| > max(std_A, std_B) over seeds (no flag with one seed on a side).",
+        flagged=table(show[show["flag"].isin(["better", "WORSE"])], cls, empty="No metric moved beyond the seed spread."),
+        all_rows=table(show, cls))
+    atomic_write_text(out_dir / "compare.html", render("compare.html.j2", **context))
+    if want_pdf:
+        html_to_pdf(out_dir / "compare.html", out_dir / "compare.pdf")
     print(f"compare: {len(flagged)} of {len(df)} metric rows changed by more than the seed-to-seed spread")
     if len(flagged):
         cols = ["method", "gt", "subset", "metric", "k", "mean_a", "mean_b", "diff", "spread", "flag"]
         print(show.loc[flagged.index, cols].to_string(index=False))
-    print(f"written: {out_dir / 'compare.html'}")
+    print(f"\npaired test, same method in run A vs run B (Kendall tau, ground truth {ra.gt_column}):")
+    if len(paired):
+        print(C.format_paired(paired))
+    for n in paired_notes:
+        print(f"  {n}")
+    if gates is not None:
+        changed = gates[gates["changed"]]
+        print(f"\ngates ({thresholds}): {len(changed)} of {len(gates)} pass in one run and fail in the other")
+        if len(changed):
+            print(gate_view[gates["changed"].to_numpy()].to_string(index=False))
+    for n in notes:
+        print(n)
+    print(f"written: {out_dir / 'compare.html'}" + (f", {out_dir / 'compare.pdf'}" if want_pdf else ""))
     return 0

@@ -24,7 +24,7 @@ LAYERS = {
     "harness.groundtruth.providers": 5,
     "harness.suites": 5, "harness.executors": 5,
     "harness.study": 6,
-    "harness.report": 7, "harness.plots": 7, "harness.check": 7,
+    "harness.report": 7, "harness.plots": 7, "harness.check": 7, "harness.pdf": 7,
     "harness.cli": 8,
 }
 LAYER_NAMES = {1: "core", 2: "spaces/base, budgets, metrics", 3: "data, spaces", 4: "engine", 5: "plugins",
