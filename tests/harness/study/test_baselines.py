@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import harness.study.jobs as jobs
+from harness.budgets import budget_record
 from harness.core.io import read_json
 from harness.core.provenance import cpu_model
 from harness.engine.curves import FidelityCurveHook, curve_fractions, read_curve_scores
@@ -95,7 +96,8 @@ def study_plan(shared_dir):
         pytest.skip(f"the committed study was made on another platform ({why}); exact reproduction is "
                     f"checked only there (the study's numbers themselves are in its folder)")
     plan = resolve(seed0_config(manifest, shared_dir), say=lambda m: None)
-    assert dataclasses.asdict(plan.budget) == manifest["budget"], "the study budget changed since the study ran"
+    assert dataclasses.asdict(plan.budget) == budget_record(manifest["budget"]), \
+        "the study budget changed since the study ran"
     return plan
 
 
