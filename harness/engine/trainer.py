@@ -233,10 +233,11 @@ class SupernetTrainer:
     def clip_record(self) -> dict:
         """How often the gradient clip fired in this trainer's steps (one host sync)."""
         clipped, norm_sum, norm_max = (float(v) for v in self._clip_stats.cpu())
-        n = self.clip_steps
+        n = self.clip_steps if self.grad_clip else self.step
         return {"threshold": self.grad_clip, "rule": self.grad_clip_rule if self.grad_clip else "off",
                 "steps": n, "clipped_steps": int(clipped), "clipped_fraction": clipped / n if n else None,
-                "grad_norm_mean": norm_sum / n if n else None, "grad_norm_max": norm_max if n else None}
+                "grad_norm_mean": norm_sum / n if n and self.grad_clip else None,
+                "grad_norm_max": norm_max if n and self.grad_clip else None}
 
     def record_clip(self) -> None:
         """Put :meth:`clip_record` under the job's ``extra["grad_clip"][<trainer name>]``."""
