@@ -15,9 +15,9 @@ What runs, per training step (numbers are the paper's equations):
 3. Alpha step (first-order alternation, Eq. 2/10) on a batch of the search split (valid half minus
    the reserved `score` subset), same sampled sub-network, weights held constant:
    ``loss = CE + lambda * JS(alpha_s || alpha)`` (Eq. 9-10), its forward under the job's autocast
-   (``--precision bf16``, like the weight step's; alpha and the JS term stay fp32), ``alpha_s`` the one-hot of the sampled
-   operators, ``alpha`` normalised ``ReLU(alpha)`` per decision; ``lambda`` rises linearly 0 -> 2.
-   Adam (betas 0.5, 0.999; wd 0, so operators that are not sampled keep their weight).
+   (``--precision bf16``, like the weight step's; alpha and the JS term stay fp32), ``alpha_s``
+   the one-hot of the sampled operators, ``alpha`` normalised ``ReLU(alpha)`` per decision;
+   ``lambda`` rises linearly 0 -> 2. Adam (betas 0.5, 0.999; wd 0, so operators that are not sampled keep their weight).
 4. Projection (PGD, Eq. 6-8): alpha is clipped to [0, 1] after every alpha step. The ``||.||_0 = 1``
    part of the constraint set Q is realised by running one operator per decision (step 1), not by
    a projection of alpha itself.

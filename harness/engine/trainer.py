@@ -6,10 +6,10 @@ order, autocast (``--precision bf16``), progress, diagnostics hooks, the finite-
 checkpoints with resume. Gradients are clipped to the budget's ``grad_clip`` norm (times a
 method's ``grad_clip_scale``, or a fixed ``grad_clip`` a loop passes itself); how often the clip
 fired is recorded per trainer in the job's ``extra["grad_clip"]`` (steps whose total gradient norm
-exceeded the threshold, their fraction, the mean and largest norm). With ``backward=True`` the loop also runs ``loss.backward()`` (outside
-autocast) for steps that return one loss; steps that need several backward passes or gradients of a
-parameter subset (FairNAS's m paths, K-shot's simplex step, STC-NAS's alpha step) run their own
-backward and return the loss for the check.
+exceeded the threshold, their fraction, the mean and largest norm). With ``backward=True`` the loop
+also runs ``loss.backward()`` (outside autocast) for steps that return one loss; steps that need
+several backward passes or gradients of a parameter subset (FairNAS's m paths, K-shot's simplex
+step, STC-NAS's alpha step) run their own backward and return the loss for the check.
 
 The same loop trains heads on frozen features (Pi-NAS's linear evaluation): its own schedule
 (``lr_schedule``), no clipping, no training hooks, and steps that are not the job's supernet budget
