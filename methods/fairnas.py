@@ -39,7 +39,9 @@ so the committed numbers stay bit for bit) or ``"mean-path"`` (clip at ``grad_cl
 with ``average_grads``): the bound is on the mean path gradient, i.e. each path is held to the bound
 one SPOS path is (the sum of m gradients within ``grad_clip`` has norm at most m x ``grad_clip``,
 tight when they align, as the shared stem and head's do). The firing rate is recorded per job
-(``extra["grad_clip"]``).
+(``extra["grad_clip"]``). Measured on a tiny run (tests' job, 32 steps, seed 0): ``sum`` clipped
+9 of 32 steps (mean norm 4.6, max 12.1; SPOS 0 of 32, mean 1.7), ``fairnas-live`` 3 of 32,
+``mean-path`` (threshold 25) none.
 """
 from __future__ import annotations
 
