@@ -26,6 +26,10 @@ class Budget:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
+    # clip threshold on the global gradient norm of every supernet weight step (the shared trainer;
+    # a method may scale it by a rule stated in its config, e.g. FairNAS's m summed paths); 0 or
+    # None: no clipping. 5.0 is what the trainer always did before the field existed (issue 19).
+    grad_clip: float | None = 5.0
     score_size: int = 512  # images of the reserved `score` subset used for final scores
     eval_batch_size: int = 512
     bn_mode: str = "batch"  # "batch": batch statistics; "recal": re-estimate on train batches
@@ -44,6 +48,11 @@ class Budget:
     def describe(self) -> str:
         return (f"{self.purpose}: C={self.channels}, N={self.cells}, {self.resolution}px, {self.epochs:g} epochs, "
                 f"batch {self.batch_size}, standalone GT {self.standalone_epochs:g} epochs")
+
+    def clip_threshold(self, scale: float = 1.0) -> float | None:
+        """The gradient-norm clip threshold a supernet weight step uses (``grad_clip`` x a method's
+        ``scale``); None when clipping is off."""
+        return float(self.grad_clip) * scale if self.grad_clip else None
 
     def net_config(self, num_classes: int = 10, **overrides) -> NetConfig:
         base = NetConfig(channels=self.channels, cells=self.cells, num_classes=num_classes,
@@ -74,6 +83,24 @@ _NUMERIC = {"channels": (int, 1, True), "cells": (int, 1, True), "resolution": (
             "checkpoint_every": (int, 0, True), "standalone_epochs": (float, 0, False),
             "curve_points": (int, 0, True), "curve_archs": (int, 0, True)}
 BN_MODES = ("batch", "recal")
+# fields added after committed run folders were written, with the value that reproduces what those
+# runs did bit for bit: a manifest that lacks one counts as this value (`budget_record`)
+ADDED_FIELDS = {"grad_clip": 5.0}
+
+
+def budget_record(record: dict) -> dict:
+    """A manifest's ``budget`` record with the fields it predates filled in (``ADDED_FIELDS``), so
+    an old record compares equal to today's ``dataclasses.asdict(budget)`` when the budget run is the
+    same. Sound only because each added field's default reproduces the old behaviour exactly."""
+    out = dict(record)
+    for key, value in ADDED_FIELDS.items():
+        out.setdefault(key, value)
+    return out
+
+
+def same_budget(a: dict, b: dict) -> bool:
+    """Two budget records (manifest ``budget`` / ``dataclasses.asdict``) describe the same budget."""
+    return budget_record(a) == budget_record(b)
 
 
 def check_field(key: str, value) -> None:
@@ -89,6 +116,12 @@ def check_field(key: str, value) -> None:
                               f"{getattr(BUDGETS['smoke'], key) if 'BUDGETS' in globals() else low})")
         if key == "momentum" and value >= 1:
             raise ConfigError(f"budget field momentum={value!r}: must be in [0, 1)")
+    elif key == "grad_clip":
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                               and value == value and value >= 0 and value != float("inf"))
+        if not ok:
+            raise ConfigError(f"budget field grad_clip={value!r}: must be a number > 0 (the clip threshold on the "
+                              f"gradient norm) or 0 for no clipping (e.g. --set grad_clip=5)")
     elif key == "bn_mode" and value not in BN_MODES:
         raise ConfigError(f"budget field bn_mode={value!r}: use one of {', '.join(BN_MODES)}")
     elif key == "nesterov" and not isinstance(value, bool):
@@ -127,6 +160,14 @@ def get_budget(name: str) -> Budget:
     if name not in BUDGETS:
         raise unknown_name("budget", name, BUDGETS)
     return BUDGETS[name]
+
+
+def paper_step_ratio(budget: Budget) -> float:
+    """How many times fewer steps per training image this budget takes than `paper`: steps per
+    image are ``epochs / batch_size`` (the train-set size cancels); 1 at `paper`, ~33 at `smoke`,
+    1.0 at `study`. Methods with an auxiliary optimiser tuned for the paper's step count scale its
+    learning rate by ``max(1, ratio)`` (STC-NAS's alpha, K-shot's simplex-net)."""
+    return (PAPER_REFERENCE.epochs / PAPER_REFERENCE.batch_size) / (budget.epochs / budget.batch_size)
 
 
 def scale_down_record(budget: Budget) -> dict:

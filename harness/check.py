@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harness import metrics as M
+from harness.budgets import same_budget
 from harness.core.errors import ConfigError
 from harness.core.io import read_json
 from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, paired_table
@@ -235,7 +236,8 @@ def exact_comparison(run_dir: Path, baseline: Path) -> tuple[str, list[str]]:
                            f"still apply): " + "; ".join(differ)]
     cm, cb = mine.get("config", {}), base.get("config", {})
     other = [k for k in RUN_KEYS if cm.get(k, RUN_DEFAULTS.get(k)) != cb.get(k, RUN_DEFAULTS.get(k))]
-    other += ["budget"] if mine.get("budget") != base.get("budget") else []
+    # a budget field the baseline predates counts as its default (which reproduces the old runs)
+    other += [] if same_budget(mine.get("budget") or {}, base.get("budget") or {}) else ["budget"]
     if other:
         return "differs", [f"exact comparison with {baseline}: the run was not made with the baseline's command "
                            f"(differs in {', '.join(other)}); rerun it as the baseline's manifest says"]

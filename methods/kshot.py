@@ -37,7 +37,31 @@ Choices the paper leaves open (recorded in the config and the job state):
   (``simplex_lr``); its last layer starts at zero, so the learned code starts at exactly 1/K when
   it takes over from the warm-up (no jump in the merged weights).
 - During the simplex step BN uses batch statistics without updating running buffers (the
-  supernets are frozen in Eq. 8, their running statistics included).
+  supernets are frozen in Eq. 8, their running statistics included). Each half of the
+  alternation leaves the other side alone (tested): the simplex step writes no gradient into Theta
+  and no BN buffer, the supernet step and its optimizer never touch the simplex-net.
+- The simplex-net's learning rate (Adam) is not in the paper's main text. ``simplex_lr`` None
+  (default) is ``1e-3 x max(1, paper_step_ratio)``: 1e-3 at `paper` and `study` (the same number
+  of steps per image), ~0.033 at `smoke`, which takes ~33x fewer steps, so the code gets the same
+  total Adam travel (lr x simplex steps, ~19 at every budget; the rule STC-NAS's alpha lr follows).
+  Measured max |code - 1/K| (K = 8, 1/K = 0.125) on tiny runs (tests' job: C=4, 8px, batch 32,
+  synthetic data): 32 steps: 0.010 at lr 1e-3 (the old default, warned as near uniform), 0.151 at
+  the rule's 6.3e-3, 0.51 at 3e-2; 128 steps: 0.026 at 1e-3, 0.062 at the rule's 1.6e-3, 0.875 at
+  3e-2 (one-hot codes). The codes move with the travel, so a budget with few steps and the paper's
+  lr is the fixed-1/K baseline in all but name. At smoke shapes on NB201 (seed 0, 98 steps =
+  1/6 of `smoke`): 0.030 at 1e-3 (warned), 0.874 at the rule's 0.033 (codes near one-hot already:
+  at full travel the codes may rather collapse than stay uniform; ``kshot_codes.argmax_counts``
+  shows it). This changes K-shot's `smoke` numbers on purpose
+  (the probe suites' smoke baselines); `study` and `paper` keep 1e-3.
+- m and the images per path: the paper's b_s = m = 16 paths split one batch, b/m images each.
+  At the harness's batch 128 that is 8 images per path; at `paper` (batch 64) it would be 4,
+  i.e. BN batch statistics from 4 images. ``min_images_per_path`` (8) caps m at
+  ``batch // min_images_per_path``: m = 16 at batch 128 (unchanged), 8 at batch 64. The m used is
+  recorded (``job.state["kshot"]["m"]``).
+- The fallback to the paper's "fixed 1/K" baseline is made visible: after training the codes of
+  ``spread_archs`` sampled architectures are compared with 1/K (min, max, max |code - 1/K|,
+  ``extra["kshot_code_deviation"]``), with a report warning when max |code - 1/K| is below
+  ``uniform_warn_rel`` x 1/K.
 
 Out of scope: the channel-width search and its "channel branch" of the simplex-net (Sec. 4,
 Eq. 11-12) and the non-parametric regulariser r_c (Eq. 13-17); only the operator search of
@@ -56,6 +80,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from harness.budgets import paper_step_ratio
 from harness.core.errors import ConfigError
 from harness.engine.evaluator import SupernetScorer, batch_stat_bn, check_not_collapsed
 from harness.core.seeding import derive_seed
@@ -73,9 +98,13 @@ class KShotConfig(MethodConfig):
     paths_per_simplex_step: int = 16  # m paths, b/m images each, per simplex-net update (paper b_s=16)
     warmup_share: float = 5 / 120  # share of the training steps with lambda = 1/K (paper: 5 of 120 epochs)
     simplex_hidden: int = 64
-    simplex_lr: float = 1e-3  # Adam; the paper's supplement setting is not in the main text
+    # Adam; None: SIMPLEX_LR x max(1, paper_step_ratio(budget)) (see the module docstring)
+    simplex_lr: float | None = None
     simplex_grad_clip: float | None = 5.0
     label_smoothing: float = 0.0
+    min_images_per_path: int = 8  # caps m at batch // this (BN statistics from >= 8 images)
+    spread_archs: int = 500  # architectures whose codes are compared with 1/K after training
+    uniform_warn_rel: float = 0.25  # warn when every code is within this x 1/K of 1/K
 
     def validate(self) -> None:
         if self.k < 1:
@@ -86,6 +115,23 @@ class KShotConfig(MethodConfig):
             raise ConfigError(f"kshot warmup_share={self.warmup_share} must lie in [0, 1] (paper: 5/120)")
         if self.simplex_hidden < 1:
             raise ConfigError(f"kshot simplex_hidden={self.simplex_hidden} must be >= 1")
+        if self.min_images_per_path < 1:
+            raise ConfigError(f"kshot min_images_per_path={self.min_images_per_path} must be >= 1")
+        if self.simplex_lr is not None and not self.simplex_lr > 0:
+            raise ConfigError(f"kshot simplex_lr={self.simplex_lr} must be > 0 (or None: budget-scaled)")
+
+
+SIMPLEX_LR = 1e-3  # the simplex-net's Adam lr at the paper's number of steps
+
+
+def simplex_lr(config: KShotConfig, budget) -> float:
+    """The simplex-net's lr: the config's, else SIMPLEX_LR x max(1, paper_step_ratio)."""
+    return config.simplex_lr if config.simplex_lr is not None else SIMPLEX_LR * max(1.0, paper_step_ratio(budget))
+
+
+def simplex_paths(config: KShotConfig, batch_size: int) -> int:
+    """m for a batch: the config's, capped so that every path gets min_images_per_path images."""
+    return max(1, min(config.paths_per_simplex_step, batch_size // config.min_images_per_path))
 
 
 # --- K-shot operators -----------------------------------------------------------------------
@@ -221,7 +267,9 @@ class KShotRun:
             torch.manual_seed(derive_seed("job", job.seed, "kshot-simplex"))
             in_dim = len(job.space.encode(tuple(0 for _ in job.space.decisions)))
             self.simplex = SimplexNet(in_dim, self.k, config.simplex_hidden).to(job.device)
-        self.simplex_opt = torch.optim.Adam(self.simplex.parameters(), lr=config.simplex_lr)
+        self.simplex_lr = simplex_lr(config, job.budget)
+        self.m = simplex_paths(config, job.budget.batch_size)
+        self.simplex_opt = torch.optim.Adam(self.simplex.parameters(), lr=self.simplex_lr)
         self.path_rng = job.rng("path")  # the supernet path: the very stream SPOS consumes
         self.simplex_rng = job.rng("kshot-simplex-paths")
         self.warmup_steps = 0
@@ -249,7 +297,7 @@ class KShotRun:
     # the two updates
     def simplex_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Eq. 8: one simplex-net update, supernets frozen, m paths on b/m images each."""
-        m = self.config.paths_per_simplex_step
+        m = self.m
         archs = [self.space.sample(self.simplex_rng) for _ in range(m)]
         lams = self.simplex(encode_batch(self.space, archs, x.device))
         params = list(self.simplex.parameters())
@@ -274,6 +322,10 @@ class KShotRun:
         """One training step on one batch: (a) simplex-net (after warm-up, K > 1), (b) supernets."""
         if self.k > 1 and step >= self.warmup_steps:
             self.simplex_step(x, y)
+        return self.supernet_step(x, y, step)
+
+    def supernet_step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        """Eq. 9: gradients of the supernets on one sampled path, the simplex-net frozen."""
         arch = self.space.sample(self.path_rng)
         ctx = KShotCtx(self.code(arch, step))
         loss = F.cross_entropy(self.model(x, arch, ctx), y, label_smoothing=self.config.label_smoothing)
@@ -297,6 +349,14 @@ class KShotRun:
 
 
 # --- scoring and the codes' spread ------------------------------------------------------------
+def code_deviation(codes: np.ndarray, k: int) -> dict:
+    """How far codes (n x K) are from the fixed 1/K: min, max and max |code - 1/K| (also / (1/K))."""
+    if codes.size == 0:
+        return {"k": k, "n_archs": 0, "uniform": 1.0 / k}
+    dev = float(np.abs(codes - 1.0 / k).max())
+    return {"k": k, "n_archs": int(codes.shape[0]), "uniform": 1.0 / k, "min": float(codes.min()),
+            "max": float(codes.max()), "max_abs_deviation": dev, "max_rel_deviation": dev * k}
+
 def code_spread(codes: np.ndarray) -> dict:
     """Summary of learned codes (n x K): per-k mean/std, entropy, distance between codes."""
     n, k = codes.shape
@@ -357,7 +417,11 @@ class KShot(Method):
         run = KShotRun(job, self.config)
         trainer = SupernetTrainer(job, run.model)  # Theta (+ shared layers) only; sigma has its own Adam
         run.set_total_steps(trainer.total_steps)
-        job.state["kshot"] = {"k": run.k, "m": self.config.paths_per_simplex_step,
+        job.state["kshot"] = {"k": run.k, "m": run.m, "images_per_path": job.budget.batch_size / run.m,
+                              "simplex_lr": run.simplex_lr,
+                              "simplex_lr_rule": "config" if self.config.simplex_lr is not None else
+                              f"{SIMPLEX_LR:g} x max(1, paper_step_ratio) = {SIMPLEX_LR:g} x "
+                              f"{max(1.0, paper_step_ratio(job.budget)):.3g}",
                               "warmup_steps": run.warmup_steps, "total_steps": trainer.total_steps,
                               "kshot_ops": len(kshot_ops(run.model))}
         # curve points: the shared evaluator with each path's code at the current step (1/K during
@@ -368,4 +432,21 @@ class KShot(Method):
         run.simplex.eval()
         check_not_collapsed(run.model, job.data.score_x[:64], [job.space.sample(job.rng("collapse")) for _ in range(4)],
                             ctx_fn=run.ctx_fn)
+        if run.k > 1:
+            warn_if_uniform(job, run, self.config)
         return KShotScorer(job, run)
+
+
+def warn_if_uniform(job, run: KShotRun, config: KShotConfig) -> dict:
+    """Records the learned codes' distance from 1/K over ``spread_archs`` sampled architectures
+    (their own stream: nothing else's numbers move) and warns when K-shot stayed the fixed-1/K
+    baseline (max |code - 1/K| below ``uniform_warn_rel`` x 1/K)."""
+    rng = job.rng("kshot-spread")
+    dev = code_deviation(run.codes([job.space.sample(rng) for _ in range(config.spread_archs)]), run.k)
+    job.record("kshot_code_deviation", dev)
+    if dev["n_archs"] and dev["max_abs_deviation"] < config.uniform_warn_rel / run.k:
+        job.warn(f"K-shot codes stayed near uniform: max |code-1/K| = {dev['max_abs_deviation']:.3g} "
+                 f"(1/K = {1 / run.k:.3g}; codes in [{dev['min']:.3g}, {dev['max']:.3g}] over {dev['n_archs']} "
+                 f"architectures): the run is close to the paper's fixed-1/K baseline",
+                 kshot_max_code_deviation=dev["max_abs_deviation"])
+    return dev

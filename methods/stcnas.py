@@ -6,13 +6,18 @@ What runs, per training step (numbers are the paper's equations):
    operator, ``r`` annealed linearly from ``noise_start`` (0.3) to 0 over the search (Eq. 5). The
    sub-network therefore has exactly the target's edges (cell consistency).
 2. Weight step on a train-half batch: the chosen operator's output is multiplied by
-   ``ReLU(alpha_n)`` (Eq. 3 with Kronecker-delta sifting, Eq. 4-5), alpha held constant; SGD lr
-   0.025 cosine to 0.001, momentum 0.9, wd 3e-4 (Sec. 4.2), through the shared `SupernetTrainer`.
+   ``ReLU(alpha_n)`` (Eq. 3 with Kronecker-delta sifting, Eq. 4-5), alpha held constant, through
+   the shared `SupernetTrainer` with the budget's optimiser (lr, Nesterov momentum, weight decay,
+   cosine to 0, gradient clip), the same as every other method gets under "identical budgets"
+   (issue 19). The paper's own (Sec. 4.2: SGD lr 0.025 cosine to 0.001, momentum 0.9 without
+   Nesterov, wd 3e-4) is the registered variant ``stcnas-paper``. This changed the STC-NAS numbers
+   on purpose: the committed nb201-study row ``stcnas-s0`` (tau -0.182) is the paper optimiser's.
 3. Alpha step (first-order alternation, Eq. 2/10) on a batch of the search split (valid half minus
    the reserved `score` subset), same sampled sub-network, weights held constant:
-   ``loss = CE + lambda * JS(alpha_s || alpha)`` (Eq. 9-10), ``alpha_s`` the one-hot of the sampled
-   operators, ``alpha`` normalised ``ReLU(alpha)`` per decision; ``lambda`` rises linearly 0 -> 2.
-   Adam (betas 0.5, 0.999; wd 0, so operators that are not sampled keep their weight).
+   ``loss = CE + lambda * JS(alpha_s || alpha)`` (Eq. 9-10), its forward under the job's autocast
+   (``--precision bf16``, like the weight step's; alpha and the JS term stay fp32), ``alpha_s``
+   the one-hot of the sampled operators, ``alpha`` normalised ``ReLU(alpha)`` per decision;
+   ``lambda`` rises linearly 0 -> 2. Adam (betas 0.5, 0.999; wd 0, so operators that are not sampled keep their weight).
 4. Projection (PGD, Eq. 6-8): alpha is clipped to [0, 1] after every alpha step. The ``||.||_0 = 1``
    part of the constraint set Q is realised by running one operator per decision (step 1), not by
    a projection of alpha itself.
@@ -30,6 +35,25 @@ Choices the paper leaves open (recorded in the job's ``extra``):
   how edges combine; the mean keeps lambda's scale independent of the number of edges).
 - the alpha step reuses the sub-network the weight step just trained, runs BN on batch statistics
   without touching the running buffers (search images never enter BN running statistics).
+
+Decisions on the zero points (issue 19):
+
+- An alpha clipped to exactly 0 is stuck there: ReLU'(0) = 0, so neither the CE through the scale
+  nor the JS term (built on ReLU(alpha)) gives it a gradient, and Adam's decaying momentum only
+  pushes it back into the clip. Once the noise range r is below the gap to the decision's max it is
+  never sampled again, and its weights (scaled by 0) get no gradient either. It is scored as the
+  supernet computes it, i.e. its output times ReLU(0) = 0, the same as `none`: that is what the
+  trained forward says about the operator (STC-NAS has dropped it), and scoring it unscaled would
+  use weights frozen at the moment the scale went to 0, at a scale they were never trained under.
+  Architectures that differ only by such operators tie. How many alphas ended at 0 and when they
+  got there is recorded (``extra["stc_alpha_stuck"]``) with a report warning, since many stuck
+  alphas make the supernet scores of those operators trivial.
+- `none` stays a sampling candidate (the paper's NB201 operator set): its output is identically
+  zero, so its alpha gets no CE gradient (the scale does not reach the loss) and moves only
+  through the JS term (raised when it is sampled, lowered when another operator of its edge is).
+- Ranking every scored architecture by the supernet (or by alpha) is the harness's extension:
+  the paper reports the accuracy/tau of the architectures it derives (``picked()`` here), not a
+  ranking of a whole architecture set.
 
 Scoring: ``stcnas`` scores every architecture by supernet accuracy through the shared evaluator
 (same BN protocol as every method) with the forward the weights were trained under, i.e. each
@@ -65,11 +89,13 @@ PAPER_ALPHA_LR = 3e-4
 class StcNasConfig(MethodConfig):
     score_by: str = "supernet"  # "supernet": supernet accuracy; "alpha": sum of ReLU(alpha)
     score_scale: bool = True  # scoring forward scales chosen ops by ReLU(alpha), as in training
-    # network weights (Sec. 4.2)
-    w_lr: float = 0.025
-    w_final_lr: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
+    # network weights: None = the budget's (lr, momentum, weight decay, Nesterov); final lr of the
+    # cosine: 0 as for every method. The paper's (Sec. 4.2) is the `stcnas-paper` variant.
+    w_lr: float | None = None
+    w_final_lr: float = 0.0
+    w_momentum: float | None = None
+    w_weight_decay: float | None = None
+    w_nesterov: bool | None = None
     # architecture parameters (Sec. 4.2); None = budget-scaled paper value (see module docstring)
     alpha_lr: float | None = None
     alpha_betas: tuple[float, float] = (0.5, 0.999)
@@ -219,7 +245,7 @@ class StcSearch:
                                           weight_decay=cfg.alpha_weight_decay)
         self.trainer = SupernetTrainer(job, self.model, lr=cfg.w_lr, final_lr=cfg.w_final_lr,
                                        momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay,
-                                       nesterov=False)
+                                       nesterov=cfg.w_nesterov)
         self.total = self.trainer.total_steps
         self.noise_rng = job.rng("stc-noise")
         self.allowed = [self.space.allowed_choices(d) for d in range(len(self.space.decisions))]
@@ -232,6 +258,8 @@ class StcSearch:
         self.history: list[dict] = []
         self.flips = [0, 0, 0, 0]  # per quarter of the search: decisions moved off argmax by noise
         self.decided = [0, 0, 0, 0]
+        # per alpha: the alpha step after which it last became exactly 0 (-1: not at 0)
+        self.zero_since = [torch.full_like(a, -1.0).detach() for a in self.alphas]
         self._reset_window()
         self._log_row(0)
 
@@ -261,9 +289,10 @@ class StcSearch:
 
     def alpha_step(self, x: torch.Tensor, y: torch.Tensor, arch: Arch, step: int) -> None:
         """Search-split batch -> one Adam step on alpha (Eq. 10), then the projection (Eq. 7)."""
-        with batch_stat_bn(self.model):  # train-mode BN; search images never reach running stats
+        # train-mode BN (search images never reach running stats), under the job's autocast
+        with batch_stat_bn(self.model), self.job.autocast():
             logits = self.model(x, arch, self.weights(detach=False))
-        ce = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits.float(), y)
         lam = js_lambda(step, self.total, self.cfg.js_lambda_start, self.cfg.js_lambda_end)
         js = stc_js_loss(self.alphas, arch)
         # gradients of alpha only: the weights' .grad (read by the trainer/diagnostics) stay untouched
@@ -273,10 +302,18 @@ class StcSearch:
         self.alpha_opt.step()
         self.alpha_opt.zero_grad(set_to_none=True)
         project_(self.alphas)
+        self._track_zeros(step)
         self.job.counters.add_path(len(x))
         self.w_ce += ce.detach()
         self.w_js += js.detach()
         self.w_n += 1
+
+    @torch.no_grad()
+    def _track_zeros(self, step: int) -> None:
+        for a, since in zip(self.alphas, self.zero_since):
+            at0 = a.detach() == 0
+            since.copy_(torch.where(at0, torch.where(since < 0, torch.full_like(since, step + 1), since),
+                                    torch.full_like(since, -1.0)))
 
     def next_search_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:
@@ -337,6 +374,7 @@ class StcSearch:
                 "noise_rng": self.noise_rng.bit_generator.state,
                 "search_pos": [self.search_epoch, self.search_pos],
                 "flips": list(self.flips), "decided": list(self.decided),
+                "zero_since": [z.cpu().clone() for z in self.zero_since],
                 "history": [{k: (v if isinstance(v, str) else float(v)) for k, v in r.items()} for r in self.history]}
 
     def set_state(self, s: dict) -> None:
@@ -348,6 +386,9 @@ class StcSearch:
         self.search_epoch, self.search_pos = (int(v) for v in s["search_pos"])
         self._search_iter = None
         self.flips, self.decided = list(s["flips"]), list(s["decided"])
+        if "zero_since" in s:  # checkpoints written before issue 19 lack it: counted from here
+            for z, v in zip(self.zero_since, s["zero_since"]):
+                z.copy_(v.to(z.device))
         self.history = [dict(r) for r in s["history"]]
         self._reset_window()
 
@@ -356,6 +397,35 @@ class StcSearch:
         """The target architecture: argmax alpha per decision (no noise)."""
         return tuple(int(np.argmax(_masked(a.detach().cpu().numpy().astype(np.float64), allowed)))
                      for a, allowed in zip(self.alphas, self.allowed))
+
+    def stuck(self) -> dict:
+        """Alphas at exactly 0 at the end (stuck: ReLU'(0) = 0), split into `none` and the other
+        operators, with the alpha step each got stuck at (as a fraction of the search too)."""
+        names = [(d, c) for d in self.space.decisions for c in d.choices]
+        since = torch.cat([z.detach().cpu() for z in self.zero_since]).tolist()
+        stuck = [(f"{d.name}/{c}", int(t)) for (d, c), t in zip(names, since) if t >= 0]
+        ops = [(n, t) for n, t in stuck if not n.endswith("/none")]
+        steps = np.array([t for _, t in ops], dtype=float)
+        n_ops = sum(c != "none" for _, c in names)
+        return {
+            "n_alphas": len(names), "at_zero": len(stuck), "at_zero_fraction": len(stuck) / len(names),
+            "ops_at_zero": len(ops), "ops": n_ops, "ops_at_zero_fraction": len(ops) / n_ops if n_ops else 0.0,
+            "none_at_zero": len(stuck) - len(ops),
+            "stuck_since_step": dict(stuck), "total_steps": self.total,
+            "ops_stuck_since_fraction": ({"min": float(steps.min()) / self.total,
+                                          "median": float(np.median(steps)) / self.total,
+                                          "max": float(steps.max()) / self.total} if len(steps) else None),
+        }
+
+    def warn_stuck(self) -> None:
+        """A report warning when operators other than `none` ended with alpha exactly 0."""
+        st = self.stuck()
+        if st["ops_at_zero"]:
+            when = st["ops_stuck_since_fraction"]
+            self.job.warn(f"STC-NAS: {st['ops_at_zero']} of {st['ops']} non-`none` operators ended with alpha "
+                          f"exactly 0 (stuck: ReLU'(0) = 0; scored as `none`), stuck from {when['min']:.0%}-"
+                          f"{when['max']:.0%} of the search (median {when['median']:.0%})",
+                          stc_ops_at_zero=st["ops_at_zero"], stc_ops_at_zero_fraction=st["ops_at_zero_fraction"])
 
     def alpha_score(self, arch: Arch) -> float:
         return float(sum(F.relu(a.detach()[c]) for a, c in zip(self.alphas, arch)))
@@ -382,8 +452,11 @@ class StcSearch:
             "alpha_init": f"{self.cfg.alpha_init} + U(-{self.cfg.alpha_init_noise}, {self.cfg.alpha_init_noise})",
             "noise": f"U(0, r), r linear {self.cfg.noise_start} -> 0 over {self.total} steps",
             "js_lambda": f"linear {self.cfg.js_lambda_start} -> {self.cfg.js_lambda_end}",
-            "weights_sgd": {"lr": self.cfg.w_lr, "final_lr": self.cfg.w_final_lr, "momentum": self.cfg.w_momentum,
-                            "weight_decay": self.cfg.w_weight_decay},
+            "weights_sgd": {"lr": self.trainer.base_lr, "final_lr": self.cfg.w_final_lr,
+                            **{k: g for k, g in self.trainer.optimizer.defaults.items()
+                               if k in ("momentum", "weight_decay", "nesterov")},
+                            "rule": "budget" if self.cfg.w_lr is None else "config"},
+            "stc_alpha_stuck": self.stuck(),
             "score_scale": self.cfg.score_scale,
             "alpha_history": HISTORY_FILE,
         }
@@ -420,6 +493,8 @@ class StcAlphaScorer(Scorer):
         return self.search.summary()
 
 
+@register_method("stcnas-paper", w_lr=0.025, w_final_lr=0.001, w_momentum=0.9, w_weight_decay=3e-4,
+                 w_nesterov=False)
 @register_method("stcnas-alpha", score_by="alpha")
 @register_method("stcnas")
 class StcNas(Method):
@@ -435,6 +510,7 @@ class StcNas(Method):
         job.set_curve_scorer(lambda: StcAlphaScorer(search) if cfg.score_by == "alpha"
                              else StcSupernetScorer(job, search, cfg.score_scale))
         search.run()
+        search.warn_stuck()
         ctx_fn = search.eval_ctx if cfg.score_scale else None
         check_not_collapsed(search.model, job.data.score_x[:64],
                             [job.space.sample(job.rng("collapse")) for _ in range(4)] + [search.derived()],

@@ -194,7 +194,8 @@ def bench_xautodl_train(job, steps: int = 30, warmup: int = 3) -> dict:
                 _, logits = net(x)
                 loss = F.cross_entropy(logits, y)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                if b.clip_threshold():  # the budget's clip, as the shared trainer applies it
+                    torch.nn.utils.clip_grad_norm_(params, b.clip_threshold())
                 opt.step()
                 loss_sum += loss.detach()
                 done += 1

@@ -65,6 +65,15 @@ class JobCounters:
         return d
 
 
+def job_extra(job: "JobContext", scorer_extra: dict | None = None) -> dict:
+    """result.json's ``extra``: the job's recorded values, then the scorer's ``extra()``, and
+    ``warnings`` (always a list of strings: the job's, then any the scorer's ``extra()`` lists)."""
+    scorer_extra = dict(scorer_extra or {})
+    warnings = list(job.warnings)
+    warnings += [str(w) for w in scorer_extra.pop("warnings", []) if str(w) not in warnings]
+    return {**job.extra, **scorer_extra, "warnings": warnings}
+
+
 class TrainingHooks:
     """Observers of supernet training (diagnostics); the default does nothing."""
 
@@ -108,11 +117,28 @@ class JobContext:
     hooks: TrainingHooks = field(default_factory=TrainingHooks)
     progress: bool = True
     precision: str = "fp32"
-    state: dict = field(default_factory=dict)  # per-job facts a method reports (manifest `extra`)
+    state: dict = field(default_factory=dict)  # per-job facts a method reports (result.json `state`)
+    # values for result.json's `extra` (`record`) and the detected fallbacks (`warn`); merged with
+    # the scorer's `extra()` by `job_extra` when the job ends, whatever its status
+    extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     # the scorer of the method's current training state, set by the method before it trains: the
     # fidelity curve calls it at its points (inside fork_rng/no_grad; it must not train the supernet)
     curve_scorer: Callable[[], object] | None = None
     curve_note: str = ""  # how the curve's scorer differs from the final one, if it does (report)
+
+    def record(self, key: str, value) -> None:
+        """A per-job value for result.json's ``extra`` (statistics the report may show)."""
+        self.extra[key] = value
+
+    def warn(self, message: str, **values) -> None:
+        """A detected fallback (a method that silently became its trivial case): ``message`` is one
+        plain sentence with the numbers, shown by the report from ``extra["warnings"]``; ``values``
+        are the same numbers under descriptive keys of ``extra``. The same message twice is kept once."""
+        self.extra.update(values)
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.log.warning("%s", message)
 
     def set_curve_scorer(self, factory: Callable[[], object], note: str = "") -> None:
         self.curve_scorer, self.curve_note = factory, note

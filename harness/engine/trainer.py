@@ -3,10 +3,13 @@
 Methods supply a ``step_fn(x, y, step)`` that runs their forward passes (and records path passes)
 and returns the step's loss; the loop owns zero_grad/clip/step, the learning-rate schedule, the data
 order, autocast (``--precision bf16``), progress, diagnostics hooks, the finite-loss check and atomic
-checkpoints with resume. With ``backward=True`` the loop also runs ``loss.backward()`` (outside
-autocast) for steps that return one loss; steps that need several backward passes or gradients of a
-parameter subset (FairNAS's m paths, K-shot's simplex step, STC-NAS's alpha step) run their own
-backward and return the loss for the check.
+checkpoints with resume. Gradients are clipped to the budget's ``grad_clip`` norm (times a
+method's ``grad_clip_scale``, or a fixed ``grad_clip`` a loop passes itself); how often the clip
+fired is recorded per trainer in the job's ``extra["grad_clip"]`` (steps whose total gradient norm
+exceeded the threshold, their fraction, the mean and largest norm). With ``backward=True`` the loop
+also runs ``loss.backward()`` (outside autocast) for steps that return one loss; steps that need
+several backward passes or gradients of a parameter subset (FairNAS's m paths, K-shot's simplex
+step, STC-NAS's alpha step) run their own backward and return the loss for the check.
 
 The same loop trains heads on frozen features (Pi-NAS's linear evaluation): its own schedule
 (``lr_schedule``), no clipping, no training hooks, and steps that are not the job's supernet budget
@@ -27,6 +30,7 @@ from harness.engine.job import JobContext, TrainingHooks
 from harness.engine.method import JobFailed
 
 CKPT = "ckpt.pt"
+FROM_BUDGET = "budget"  # SupernetTrainer(grad_clip=...): the budget's grad_clip (times grad_clip_scale)
 CKPT_PREV = "ckpt.prev.pt"
 
 
@@ -85,7 +89,8 @@ class SupernetTrainer:
 
     def __init__(self, job: JobContext, model: torch.nn.Module, params=None, *, lr: float | None = None,
                  momentum: float | None = None, weight_decay: float | None = None,
-                 nesterov: bool | None = None, final_lr: float = 0.0, grad_clip: float | None = 5.0,
+                 nesterov: bool | None = None, final_lr: float = 0.0,
+                 grad_clip: float | str | None = FROM_BUDGET, grad_clip_scale: float = 1.0,
                  epochs: float | None = None, batch_size: int | None = None, name: str = "train",
                  data_offset: int = 0, steps: int | None = None, augment: bool = True,
                  lr_schedule: Callable[[int, int], float] | None = None, backward: bool = False,
@@ -101,7 +106,12 @@ class SupernetTrainer:
         self.base_lr = b.lr if lr is None else lr
         self.final_lr = final_lr
         self.lr_schedule = lr_schedule or (lambda step, total: cosine_lr(self.base_lr, step, total, self.final_lr))
-        self.grad_clip = grad_clip
+        self.grad_clip = b.clip_threshold(grad_clip_scale) if grad_clip == FROM_BUDGET else grad_clip
+        self.grad_clip_rule = (f"budget grad_clip {b.grad_clip} x {grad_clip_scale:g}" if grad_clip == FROM_BUDGET
+                               else "set by the method")
+        # clip statistics (on the device: no host sync per step): steps clipped, norm sum, norm max
+        self.clip_steps = 0
+        self._clip_stats = torch.zeros(3, dtype=torch.float64, device=job.device)
         self.backward = bool(backward)
         self.hooks = hooks  # None: job.hooks, read when the loop starts
         self.checkpoints = bool(checkpoints)
@@ -120,7 +130,8 @@ class SupernetTrainer:
     # --- checkpoints ---------------------------------------------------------------------
     def _state(self, extra: dict) -> dict:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "counters": dict(self.job.counters.__dict__), "extra": extra}
+                "torch_rng": torch.get_rng_state(), "counters": dict(self.job.counters.__dict__), "extra": extra,
+                "clip": {"steps": self.clip_steps, "stats": self._clip_stats.cpu()}}
 
     def save(self, extra: dict) -> None:
         if self.ckpt_path.exists():
@@ -146,6 +157,10 @@ class SupernetTrainer:
             torch.set_rng_state(state["torch_rng"])
             self.job.counters.__dict__.update(state["counters"])
             self.step = int(state["step"])
+            clip = state.get("clip")  # absent in checkpoints written before the clip was recorded
+            if clip is not None:
+                self.clip_steps = int(clip["steps"])
+                self._clip_stats = clip["stats"].to(self._clip_stats)
             self.job.state.setdefault("resumed", {})[self.name] = self.step
             if self.counts_toward_budget:  # the manifest's field: where supernet training resumed
                 self.job.state["resumed_from_step"] = self.step
@@ -182,7 +197,10 @@ class SupernetTrainer:
                 if self.backward:  # outside autocast (PyTorch's advice); its ops follow the forward's dtypes
                     loss.backward()
                 if self.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+                    norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip).detach().double()
+                    self._clip_stats += torch.stack([(norm > self.grad_clip).double(), norm, torch.zeros_like(norm)])
+                    torch.maximum(self._clip_stats[2], norm, out=self._clip_stats[2])
+                    self.clip_steps += 1
                 self.optimizer.step()
                 if after_step is not None:
                     after_step(self.step)
@@ -209,4 +227,18 @@ class SupernetTrainer:
                 if self.step >= self.total_steps:
                     break
         bar.close()
+        self.record_clip()
         hooks.on_train_end(self.model, job)
+
+    def clip_record(self) -> dict:
+        """How often the gradient clip fired in this trainer's steps (one host sync)."""
+        clipped, norm_sum, norm_max = (float(v) for v in self._clip_stats.cpu())
+        n = self.clip_steps if self.grad_clip else self.step
+        return {"threshold": self.grad_clip, "rule": self.grad_clip_rule if self.grad_clip else "off",
+                "steps": n, "clipped_steps": int(clipped), "clipped_fraction": clipped / n if n else None,
+                "grad_norm_mean": norm_sum / n if n and self.grad_clip else None,
+                "grad_norm_max": norm_max if n and self.grad_clip else None}
+
+    def record_clip(self) -> None:
+        """Put :meth:`clip_record` under the job's ``extra["grad_clip"][<trainer name>]``."""
+        self.job.record("grad_clip", {**self.job.extra.get("grad_clip", {}), self.name: self.clip_record()})

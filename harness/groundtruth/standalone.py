@@ -9,7 +9,7 @@ half (``harness.data.datasets.final_test_set``).
 
 Results are cached as JSON under ``HARNESS_CACHE_DIR/standalone/<space>/<key>.json``, where the key
 hashes everything that decides the number: space, architecture, the space's ``model_version``,
-seed, the budget's shapes and optimiser, this module's :data:`PROTOCOL_VERSION` and the eval set.
+seed, the budget's shapes and optimiser (gradient clip included), this module's :data:`PROTOCOL_VERSION` and the eval set.
 
 Ground-truth providers built on it:
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import metrics as M
-from harness.budgets import Budget
+from harness.budgets import ADDED_FIELDS, Budget
 from harness.core.errors import unknown_name
 from harness.core.io import atomic_write_text, pid_alive
 from harness.data.cifar import load_cifar10
@@ -76,9 +76,19 @@ class StandaloneKey:
     net_config: str  # repr of the NetConfig (width_mult, share_downsample, BN flags, classes)
     eval_set: str = "cifar10-test"
     protocol: int = PROTOCOL_VERSION
+    grad_clip: float | None = 5.0  # the budget's (issue 19); left out of the record at 5.0
+
+    def record(self) -> dict:
+        """The key as stored and hashed. Budget fields added later (``ADDED_FIELDS``) are left out
+        at their old value, so every entry cached before they existed keeps its file and matches."""
+        d = dataclasses.asdict(self)
+        for name, old in ADDED_FIELDS.items():
+            if name in d and d[name] == old:
+                del d[name]
+        return d
 
     def digest(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        blob = json.dumps(self.record(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -90,6 +100,7 @@ def make_key(space: SearchSpace, arch: Arch, budget: Budget, seed: int, num_clas
         seed=int(seed), channels=budget.channels, cells=budget.cells, resolution=budget.resolution,
         epochs=float(budget.standalone_epochs), batch_size=budget.batch_size, lr=budget.lr,
         momentum=budget.momentum, weight_decay=budget.weight_decay, nesterov=budget.nesterov,
+        grad_clip=budget.clip_threshold(),
         net_config=repr(cfg), eval_set="cifar10-test" if dataset == DEFAULT_DATASET else f"{dataset}-test-half")
 
 
@@ -106,7 +117,7 @@ def read_cached(cache_dir: Path, key: StandaloneKey) -> dict | None:
     except (OSError, json.JSONDecodeError):
         log.warning("standalone cache entry %s is unreadable; retraining", path)
         return None
-    return entry if entry.get("key") == dataclasses.asdict(key) else None
+    return entry if entry.get("key") == key.record() else None
 
 
 @dataclass
@@ -252,7 +263,7 @@ class StandaloneCache:
             # process CPU time: on a shared, oversubscribed machine it estimates the uncontended cost
             result["cpu_s"] = time.process_time() - cpu0
             result["load_avg_1min"] = os.getloadavg()[0]
-            entry = {"key": dataclasses.asdict(key), "budget": self.budget.name, **result,
+            entry = {"key": key.record(), "budget": self.budget.name, **result,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             path = cache_path(self.cache_dir, key)
             atomic_write_text(path, json.dumps(entry, indent=1) + "\n")

@@ -137,6 +137,12 @@ class SearchSpace(ABC):
         """Spaces with constraints (e.g. no identity in a stage's first layer) override this."""
         return True
 
+    def dead_decisions(self, arch: Arch) -> tuple[int, ...]:
+        """Decisions whose chosen operator takes no part in ``arch``'s computation: on a DAG with a
+        zero operator, an operator with no non-zero route from the input or to the output (its
+        weights get no gradient and do not change the output). Chain spaces: none (the default)."""
+        return ()
+
     def named_subsets(self) -> dict[str, Callable[[Arch], bool]]:
         """Extra named architecture filters usable as ``--archs NAME``."""
         return {}

@@ -175,6 +175,20 @@ def live_edges(arch: Arch) -> tuple[int, ...]:
     return tuple(e for e, (dst, _src) in enumerate(EDGES) if arch[e] != NONE and dst in reaches)
 
 
+@functools.lru_cache(maxsize=None)
+def dead_edges(arch: Arch) -> tuple[int, ...]:
+    """Edges whose operator is not `none` but lies on no all-non-`none` route from node 0 to node
+    3: its source is never fed from the cell input, or its target never reaches the output. Such
+    an operator computes zeros or is skipped (with the supernet's BN without affine), so its
+    weights get no gradient in a training step of ``arch``."""
+    fed = {0}
+    for node in (1, 2, 3):
+        if any(arch[e] != NONE and dst == node and src in fed for e, (dst, src) in enumerate(EDGES)):
+            fed.add(node)
+    live = set(live_edges(arch))
+    return tuple(e for e, (dst, src) in enumerate(EDGES) if arch[e] != NONE and (e not in live or src not in fed))
+
+
 class Nb201Cell(nn.Module):
     def __init__(self, c: int, layer: int, space: "Nb201Space", factory: OpFactory, arch: Arch | None, cfg: NetConfig):
         super().__init__()
@@ -332,6 +346,9 @@ class Nb201Space(SearchSpace):
         assert len(order) == 15625
         self._order = order
         self._index = {a: i for i, a in enumerate(order)}
+
+    def dead_decisions(self, arch: Arch) -> tuple[int, ...]:
+        return dead_edges(tuple(arch))
 
     # --- strings -------------------------------------------------------------------------
     def parse(self, text: str) -> Arch:

@@ -20,7 +20,7 @@ from harness.core.io import read_json, write_csv, write_json
 from harness.core.paths import default_cache_dir
 from harness.core.provenance import utc_now
 from harness.engine.curves import FidelityCurveHook, curve_archs, curve_fractions, write_final_point
-from harness.engine.job import HookList, JobContext
+from harness.engine.job import HookList, JobContext, job_extra
 from harness.engine.method import JobFailed, create_method
 from harness.engine.taskdata import prepare_data
 from harness.spaces.base import Arch
@@ -103,6 +103,9 @@ def run_job(run_dir: Path, plan: JobPlan, method_name: str, seed: int, hooks_fac
         log.error("job %s crashed: %s: %s (traceback in %s)", job_name(method_name, seed),
                   type(exc).__name__, exc, job_dir / "log.txt")
         result.update(status="failed", reason=f"{type(exc).__name__}: {exc}", step=job.counters.steps)
+    # the job's recorded statistics and warnings (clip rate, fallbacks) whatever the status; the
+    # scorer's extra() where the job got that far
+    result["extra"] = job_extra(job, result.get("extra"))
     if curve is not None:
         result["curve"] = curve.record()
     # CPU seconds beside wall seconds: on a shared machine wall time measures the neighbours too

@@ -179,6 +179,12 @@ def test_exact_comparison_skips_another_platform_and_refuses_another_command(tmp
     assert verdict == "differs" and "seeds" in lines[0]
     other_budget = with_platform(make_run(tmp_path / "budget", VALUES), budget={"name": "smoke", "epochs": 4})
     assert exact_comparison(other_budget, base)[0] == "differs"
+    # a baseline that predates a budget field (grad_clip) counts as its default, 5.0
+    clip5 = with_platform(make_run(tmp_path / "clip5", VALUES), budget={"name": "smoke", "epochs": 3, "grad_clip": 5.0})
+    assert exact_comparison(clip5, base)[0] == "same"
+    clip1 = with_platform(make_run(tmp_path / "clip1", VALUES), budget={"name": "smoke", "epochs": 3, "grad_clip": 1.0})
+    verdict, lines = exact_comparison(clip1, base)
+    assert verdict == "differs" and "budget" in lines[0]
 
 
 def test_exact_needs_a_baseline(tmp_path, capsys):

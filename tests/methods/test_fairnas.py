@@ -221,3 +221,113 @@ def test_fit_nb201_runs_and_resumes_from_a_checkpoint(tmp_path):
     s2 = create_method("fairnas").fit(job2).score([(3, 3, 3, 3, 3, 3), (0, 1, 2, 3, 4, 0)])
     assert job2.state.get("resumed_from_step") == 2
     np.testing.assert_allclose(s1, s2)
+
+
+# --- issue 19: same batch for every path, m from the allowed choices, dead ops, live variant, clip --
+def test_all_m_paths_of_a_step_see_the_same_batch(job_factory, monkeypatch):
+    seen: list = []
+    orig_features = _TinyNet.features
+
+    def features(self, x, arch, ctx=None):
+        if self.training and torch.is_grad_enabled():
+            seen.append(x.detach().clone())
+        return orig_features(self, x, arch, ctx)
+
+    monkeypatch.setattr(_TinyNet, "features", features)
+    job = job_factory(space=TinySpace(), epochs=0.5)  # 4 steps, m = 4
+    create_method("fairnas").fit(job)
+    assert len(seen) == 4 * 4
+    for step in range(4):
+        group = seen[4 * step: 4 * step + 4]
+        assert all(torch.equal(group[0], x) for x in group[1:])
+    assert not torch.equal(seen[0], seen[4])  # and the next step has the next batch
+
+
+class _ConstrainedTiny(TinySpace):
+    """Decision c forbids two of its four choices: m is 3 (from b), not 4."""
+
+    def allowed_choices(self, decision):
+        return (0, 1) if decision == 2 else super().allowed_choices(decision)
+
+    def is_allowed(self, arch):
+        return arch[2] in (0, 1)
+
+
+def test_m_is_logged_from_the_allowed_choices(job_factory):
+    from methods.fairnas import paths_per_step
+
+    space = _ConstrainedTiny()
+    assert paths_per_step(space) == 3
+    paths = space_fair_paths(space, np.random.default_rng(0))
+    assert len(paths) == 3 and all(p[2] in (0, 1) for p in paths)
+    job = job_factory(space=space, epochs=0.25)
+    create_method("fairnas").fit(job)
+    assert job.state["fairnas_paths_per_step"] == 3 and job.counters.path_forward == 3 * job.counters.steps
+
+
+def test_nb201_dead_edges():
+    from harness.spaces.nb201 import Nb201Space, dead_edges
+
+    # edges: 0: 1<-0, 1: 2<-0, 2: 2<-1, 3: 3<-0, 4: 3<-1, 5: 3<-2; ops 0 none, 2/3 convs
+    assert dead_edges((3, 3, 3, 3, 3, 3)) == ()
+    assert dead_edges((0, 3, 3, 3, 3, 3)) == (2, 4)  # node 1 unfed: its outgoing convs see zeros
+    assert dead_edges((3, 3, 3, 3, 0, 0)) == (0, 1, 2)  # nodes 1 and 2 never reach node 3
+    assert dead_edges((0, 0, 0, 0, 0, 0)) == ()  # nothing but `none`: nothing dead
+    assert Nb201Space().dead_decisions((0, 3, 3, 3, 3, 3)) == (2, 4)
+    assert TinySpace().dead_decisions((0, 0, 0)) == ()  # chain spaces: never
+
+
+def test_default_fairnas_has_dead_ops_on_nb201_and_the_live_variant_none(job_factory):
+    """`fairnas` on NB201: some sampled operators have no live route (recorded); `fairnas-live`:
+    m = 4 paths without `none`, each non-zero operator once per decision per step, none dead."""
+    from methods.fairnas import DeadOpTally
+
+    tally = DeadOpTally(job_factory().space)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        tally.add(space_fair_paths(tally.space, rng))
+    rec = tally.record()
+    assert rec["steps_with_dead_op_fraction"] > 0.9 and 0.05 < rec["dead_op_fraction"] < 0.3
+
+    live = DeadOpTally(tally.space)
+    for _ in range(200):
+        paths = space_fair_paths(live.space, rng, live_only=True)
+        assert len(paths) == 4
+        for col in _columns(paths):
+            assert sorted(col) == [1, 2, 3, 4]  # every non-`none` operator exactly once
+        live.add(paths)
+    assert live.record()["dead_op_fraction"] == 0.0
+
+    job = job_factory(epochs=0.25)  # 2 steps
+    create_method("fairnas-live").fit(job)
+    assert job.state["fairnas_paths_per_step"] == 4
+    assert job.extra["fairnas_dead_ops"]["dead_op_fraction"] == 0.0 and job.extra["fairnas_dead_ops"]["steps"] == 2
+    job = job_factory(epochs=0.25, seed=1)
+    create_method("fairnas").fit(job)
+    assert job.extra["fairnas_dead_ops"]["steps"] == 2 and job.state["fairnas_paths_per_step"] == 5
+
+
+@pytest.mark.parametrize("rule,average,scale", [("sum", False, 1.0), ("mean-path", False, 4.0),
+                                                 ("mean-path", True, 1.0), ("sum", True, 1.0)])
+def test_clip_rule_scales_the_budget_clip(job_factory, rule, average, scale):
+    import dataclasses
+
+    from methods.fairnas import clip_scale
+
+    assert clip_scale(rule, 4, average) == scale
+    job = job_factory(space=TinySpace(), epochs=0.25, grad_clip=2.0)
+    method = create_method("fairnas")
+    method.config = dataclasses.replace(method.config, clip_rule=rule, average_grads=average)
+    method.fit(job)
+    assert job.extra["grad_clip"]["train"]["threshold"] == 2.0 * scale
+
+
+def test_bad_clip_rule_is_a_config_error(job_factory):
+    import dataclasses
+
+    from harness.core.errors import ConfigError
+
+    method = create_method("fairnas")
+    method.config = dataclasses.replace(method.config, clip_rule="max")
+    with pytest.raises(ConfigError, match="clip_rule='max'"):
+        method.fit(job_factory(space=TinySpace(), epochs=0.25))

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from harness.engine.method import create_method
-from methods.kshot import (CODES_CSV, KShotConfig, KShotCtx, KShotOp, KShotRun, SimplexNet, code_spread,
-                           kshot_ops, merge_weights, uniform_code)
+from harness.budgets import get_budget
+from methods.kshot import (CODES_CSV, SIMPLEX_LR, KShotConfig, KShotCtx, KShotOp, KShotRun, SimplexNet, code_deviation,
+                           code_spread, kshot_ops, merge_weights, simplex_lr, simplex_paths, uniform_code)
 
 
 
@@ -61,7 +62,7 @@ def test_warmup_uses_exactly_one_over_k(job_factory) -> None:
         assert torch.equal(seen[0], torch.full((4,), 0.25))  # exactly 1/K, bit for bit
     seen.clear()
     run.step(x, y, 8)  # after warm-up: m simplex paths, then the supernet path with pi(a)
-    assert len(seen) == run.config.paths_per_simplex_step + 1
+    assert len(seen) == run.m + 1 and run.m == 32 // run.config.min_images_per_path
     assert not torch.allclose(seen[-1], torch.full((4,), 0.25), atol=1e-3)
     assert torch.equal(uniform_code(3), torch.tensor([1 / 3] * 3))
 
@@ -191,3 +192,115 @@ def test_method_state_survives_a_weights_only_checkpoint(job_factory, tmp_path) 
     other.set_state(torch.load(tmp_path / "s.pt", weights_only=True))
     np.testing.assert_array_equal(other.codes(_archs(job.space, 5)), codes)
     assert (job.space.sample(other.path_rng), job.space.sample(other.simplex_rng)) == expected_next
+
+
+# --- issue 19: the alternation's halves, b/m, each path's own code, lr per budget, fallback ----
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_half_of_the_alternation_leaves_the_other_side_untouched(job_factory, monkeypatch) -> None:
+    """Simplex step: Theta, shared weights and every BN buffer unchanged, no gradient written into
+    them. Supernet step + its optimizer step: the simplex-net exactly as the simplex step left it."""
+    job = job_factory(epochs=1)  # 8 steps of batch 32
+    calls = {"simplex": 0, "supernet": 0}
+    after_simplex: dict = {}
+    orig_simplex, orig_supernet = KShotRun.simplex_step, KShotRun.supernet_step
+
+    def spy_simplex(self, x, y):
+        if after_simplex:  # the supernet half (and its SGD step) ran since: simplex-net untouched
+            assert _same(_state(self.simplex), after_simplex)
+        model = _state(self.model)  # parameters and BN running statistics
+        out = orig_simplex(self, x, y)
+        assert _same(_state(self.model), model)
+        assert all(p.grad is None for p in self.model.parameters())
+        after_simplex.clear()
+        after_simplex.update(_state(self.simplex))
+        calls["simplex"] += 1
+        return out
+
+    def spy_supernet(self, x, y, step):
+        before = _state(self.simplex)
+        out = orig_supernet(self, x, y, step)
+        assert _same(_state(self.simplex), before)
+        assert all(p.grad is None for p in self.simplex.parameters())
+        calls["supernet"] += 1
+        return out
+
+    monkeypatch.setattr(KShotRun, "simplex_step", spy_simplex)
+    monkeypatch.setattr(KShotRun, "supernet_step", spy_supernet)
+    method = create_method("kshot")
+    method.config = dataclasses.replace(method.config, k=3, warmup_share=0.0)
+    method.fit(job)
+    assert calls == {"simplex": 8, "supernet": 8}
+
+
+@pytest.mark.parametrize("batch,expect_m", [(32, 4), (128, 16), (64, 8), (7, 1)])
+def test_simplex_step_splits_the_batch_into_m_paths_of_b_over_m(job_factory, batch, expect_m) -> None:
+    cfg = KShotConfig()
+    assert simplex_paths(cfg, batch) == expect_m  # m = min(16, batch // 8), at least 1
+    job = job_factory(batch_size=batch)
+    run = KShotRun(job, dataclasses.replace(cfg, k=3), total_steps=4)
+    sizes, archs = [], []
+    orig = run.model.forward
+    run.model.forward = lambda x, arch, ctx=None: (sizes.append(len(x)), archs.append(arch), orig(x, arch, ctx))[2]
+    x, y = job.data.train_x[:batch], job.data.train_y[:batch]
+    run.simplex_step(x, y)
+    assert len(sizes) == expect_m and sum(sizes) == batch
+    assert max(sizes) - min(sizes) <= 1  # b/m images each (tensor_split: sizes differ by at most one)
+
+
+def test_scoring_uses_each_paths_own_code(job_factory, monkeypatch) -> None:
+    job = job_factory(epochs=0.5)
+    method = create_method("kshot")
+    method.config = dataclasses.replace(method.config, k=4, simplex_lr=0.05, warmup_share=0.0)
+    scorer = method.fit(job)
+    with torch.no_grad():  # make the codes clearly architecture-dependent
+        torch.nn.init.normal_(scorer.run.simplex.fc2.weight, std=3.0)
+    archs = [a for a in _archs(job.space, 20, seed=7) if {2, 3} & set(a)][:6]  # each with a conv
+    seen = []
+    orig = KShotOp.forward
+
+    def spy(self, x, ctx=None):
+        seen.append(ctx.lam.detach().clone())
+        return orig(self, x, ctx)
+
+    monkeypatch.setattr(KShotOp, "forward", spy)
+    expect = scorer.run.codes(archs)
+    for arch, code in zip(archs, expect):
+        seen.clear()
+        scorer.score([arch])
+        assert seen, "no K-shot operator ran"
+        for lam in seen:  # every operator of this path merged with this architecture's code
+            np.testing.assert_allclose(lam.numpy(), code, rtol=1e-6, atol=1e-7)
+    assert np.abs(expect - expect[0]).max() > 0.05  # the codes differ between the paths
+
+
+def test_simplex_lr_per_budget() -> None:
+    cfg = KShotConfig()
+    assert simplex_lr(cfg, get_budget("paper")) == pytest.approx(SIMPLEX_LR)
+    assert simplex_lr(cfg, get_budget("study")) == pytest.approx(SIMPLEX_LR)  # same steps per image
+    assert simplex_lr(cfg, get_budget("smoke")) == pytest.approx(SIMPLEX_LR * (50 / 64) / (3 / 128))
+    assert simplex_lr(dataclasses.replace(cfg, simplex_lr=0.2), get_budget("smoke")) == 0.2
+
+
+def test_near_uniform_codes_are_recorded_and_warned(job_factory) -> None:
+    dev = code_deviation(np.array([[0.26, 0.24, 0.25, 0.25], [0.20, 0.30, 0.25, 0.25]]), 4)
+    assert dev["max_abs_deviation"] == pytest.approx(0.05) and dev["min"] == 0.2 and dev["max"] == 0.3
+    # a run whose simplex-net cannot move (lr tiny): codes stay at 1/K -> one warning with the numbers
+    job = job_factory(epochs=0.5)
+    method = create_method("kshot")
+    method.config = dataclasses.replace(method.config, k=4, simplex_lr=1e-9, warmup_share=0.0)
+    method.fit(job)
+    assert len(job.warnings) == 1 and "K-shot codes stayed near uniform" in job.warnings[0]
+    assert job.extra["kshot_code_deviation"]["max_abs_deviation"] < 1e-6
+    assert job.extra["kshot_max_code_deviation"] == job.extra["kshot_code_deviation"]["max_abs_deviation"]
+    # a threshold of 0 never warns; the numbers are recorded all the same
+    job2 = job_factory(epochs=0.5, seed=1)
+    method.config = dataclasses.replace(method.config, simplex_lr=1e-9, uniform_warn_rel=0.0)
+    method.fit(job2)
+    assert job2.warnings == [] and "kshot_code_deviation" in job2.extra

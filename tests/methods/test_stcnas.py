@@ -317,12 +317,93 @@ def test_search_loss_through_the_relu_scale_moves_alpha_off_none(tmp_path, seed)
     assert sum(p == 0 for p in picks[-len(picks) // 4:]) == 0  # last quarter: never `none`
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_full_method_stops_choosing_none_where_it_hurts(tmp_path, seed):
+N_RATE_SEEDS = 10
+MIN_RATE = 0.7  # measured 9/10 on seeds 0-9 (18/20 on 0-19); 14/20 with the paper's optimiser
+
+
+@pytest.mark.slow
+def test_full_method_stops_choosing_none_where_it_hurts_at_a_rate_over_seeds(tmp_path):
     # CE + JS (lambda 0 -> 2). JS reinforces whatever is sampled (Adam normalises even a tiny
-    # lambda's gradient), so the outcome is partly an early coin flip: measured 7/10 seeds reach
-    # conv here (9/10 with 40 epochs at alpha lr 0.002), about 5/10 with the CE route cut.
-    search, picks = _search_chain(tmp_path, seed)
-    none_alpha, conv_alpha = search.alphas[0].tolist()
-    assert search.derived() == (1,) and conv_alpha > none_alpha + 0.5
-    assert sum(p == 0 for p in picks[-len(picks) // 4:]) == 0
+    # lambda's gradient), so the outcome is partly an early coin flip: a rate over seeds 0..9, not
+    # picked seeds. Measured (issue 19, seeds 0-19): the default (the budget's optimiser) reaches
+    # conv on 18/20 (9/10 of the seeds run here), the paper's optimiser (`stcnas-paper`) on 14/20;
+    # before issue 19, about 5/10 with the CE route cut; alpha that never moved stays at `none` on 0.
+    ok = []
+    for seed in range(N_RATE_SEEDS):
+        search, picks = _search_chain(tmp_path / f"s{seed}", seed)
+        none_alpha, conv_alpha = search.alphas[0].tolist()
+        ok.append(search.derived() == (1,) and conv_alpha > none_alpha + 0.5
+                  and sum(p == 0 for p in picks[-len(picks) // 4:]) == 0)
+    assert sum(ok) >= MIN_RATE * N_RATE_SEEDS, ok
+
+
+# --- issue 19: the budget's optimiser, stcnas-paper, stuck alphas, autocast ---------------------------
+def test_default_weight_optimiser_is_the_budgets_and_stcnas_paper_keeps_the_papers(tmp_path):
+    job = make_job(tmp_path)
+    b = job.budget
+    search = StcSearch(job, create_method("stcnas").config)
+    opt = search.trainer.optimizer.defaults
+    assert search.trainer.base_lr == b.lr and search.trainer.final_lr == 0.0
+    assert (opt["momentum"], opt["weight_decay"], opt["nesterov"]) == (b.momentum, b.weight_decay, b.nesterov)
+    assert search.trainer.grad_clip == b.grad_clip
+    paper = StcSearch(make_job(tmp_path / "p"), create_method("stcnas-paper").config)
+    opt = paper.trainer.optimizer.defaults
+    assert paper.trainer.base_lr == 0.025 and paper.trainer.final_lr == 0.001
+    assert (opt["momentum"], opt["weight_decay"], opt["nesterov"]) == (0.9, 3e-4, False)
+    assert create_method("stcnas-paper").config.score_by == "supernet"
+
+
+def test_stuck_alphas_are_counted_with_when_and_warned(tmp_path):
+    """An alpha projected to exactly 0 has no gradient left (ReLU'(0) = 0): it stays 0; the
+    statistic counts it with the alpha step it got stuck at, and a warning names the numbers."""
+    job = make_job(tmp_path)
+    search = StcSearch(job, StcNasConfig(alpha_lr=1e-3))
+    with torch.no_grad():
+        search.alphas[0].copy_(torch.tensor([0.5, 0.5, 0.0, 0.5, 0.5]))  # edge 0: nor_conv_1x1 at 0
+        search.alphas[1].copy_(torch.tensor([0.0, 0.5, 0.5, 0.5, 0.5]))  # edge 1: none at 0
+    arch = (3, 3, 3, 3, 3, 3)
+    for step in range(3):
+        search.alpha_step(*search.next_search_batch(), arch, step=step)
+    assert search.alphas[0][2].item() == 0.0 and search.alphas[1][0].item() == 0.0  # still stuck
+    st = search.stuck()
+    assert st["ops_at_zero"] == 1 and st["none_at_zero"] == 1 and st["at_zero"] == 2
+    assert st["stuck_since_step"] == {"edge1<-0/nor_conv_1x1": 1, "edge2<-0/none": 1}
+    assert st["ops"] == 24 and st["ops_at_zero_fraction"] == pytest.approx(1 / 24)
+    search.warn_stuck()
+    assert len(job.warnings) == 1 and job.warnings[0].startswith("STC-NAS: 1 of 24 non-`none` operators")
+    assert job.extra["stc_ops_at_zero"] == 1
+    assert search.summary()["stc_alpha_stuck"]["ops_at_zero"] == 1
+    # a stuck alpha that a projection lifts off 0 (only by hand here) is no longer counted
+    with torch.no_grad():
+        search.alphas[0][2] = 0.3
+    search.alpha_step(*search.next_search_batch(), arch, step=3)
+    assert search.stuck()["ops_at_zero"] == 0
+    # the state survives a checkpoint
+    fresh = StcSearch(make_job(tmp_path / "f"), StcNasConfig(alpha_lr=1e-3))
+    fresh.set_state(search.get_state())
+    assert fresh.stuck()["stuck_since_step"] == search.stuck()["stuck_since_step"]
+
+
+def test_no_warning_when_no_operator_is_stuck(tmp_path):
+    job = make_job(tmp_path)
+    search = StcSearch(job, StcNasConfig())
+    search.warn_stuck()
+    assert job.warnings == [] and search.stuck()["at_zero"] == 0
+
+
+def test_alpha_step_runs_under_the_jobs_autocast(tmp_path, monkeypatch):
+    job = make_job(tmp_path)
+    job.precision = "bf16"
+    search = StcSearch(job, StcNasConfig())
+    dtypes = []
+    orig = type(search.model).features
+
+    def spy(self, x, arch, ctx=None):
+        out = orig(self, x, arch, ctx)
+        dtypes.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return out
+
+    monkeypatch.setattr(type(search.model), "features", spy)
+    search.alpha_step(*search.next_search_batch(), (3, 3, 3, 3, 3, 3), step=0)
+    assert dtypes == [(True, torch.bfloat16)]
+    assert all(a.dtype == torch.float32 for a in search.alphas)  # alpha and its update stay fp32

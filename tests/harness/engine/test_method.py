@@ -123,3 +123,20 @@ def test_rng_state_hooks_restore_the_path_stream():
     hooks["set_state"](saved)
     np.testing.assert_array_equal(rng.random(4), expected)
     assert set(saved) == {"path_rng"} and set(rng_state_hooks(rng, "k")["get_state"]()) == {"k"}
+
+
+def test_warnings_and_recorded_values_reach_the_jobs_extra(tmp_path):
+    """`job.warn` keeps one plain string per detected fallback (once), its numbers go to `extra`
+    under their own keys; `job_extra` merges the scorer's extra and its warnings after the job's."""
+    from harness.engine.job import job_extra
+    from tests.conftest import make_job
+
+    job = make_job(tmp_path)
+    job.record("grad_clip", {"train": {"clipped_steps": 3}})
+    job.warn("codes stayed near uniform: max |code-1/K| = 0.009 (1/K = 0.125)", max_code_deviation=0.009)
+    job.warn("codes stayed near uniform: max |code-1/K| = 0.009 (1/K = 0.125)", max_code_deviation=0.009)
+    extra = job_extra(job, {"derived": "x", "warnings": ["alphas stuck", job.warnings[0]]})
+    assert extra["warnings"] == ["codes stayed near uniform: max |code-1/K| = 0.009 (1/K = 0.125)", "alphas stuck"]
+    assert extra["max_code_deviation"] == 0.009 and extra["derived"] == "x"
+    assert extra["grad_clip"] == {"train": {"clipped_steps": 3}}
+    assert job_extra(make_job(tmp_path / "b"), None) == {"warnings": []}

@@ -26,6 +26,62 @@ def _grad_norm(params) -> float:
 
 
 # --- gradient clipping ------------------------------------------------------------------------
+def test_clip_threshold_comes_from_the_budget_and_its_firing_is_recorded(tmp_path):
+    """Default: the budget's grad_clip (x the method's scale). Every step of a loss scaled by 1e4
+    is clipped; of an unscaled loss under a huge threshold, none. The record counts the steps
+    whose total norm exceeded the threshold and the norms seen."""
+    def run(job, scale_loss, **kw):
+        model = _linear(job)
+        trainer = SupernetTrainer(job, model, **kw)
+        norms = []
+
+        def step(x, y, i):
+            loss = scale_loss * F.cross_entropy(model(x.flatten(1)), y)
+            loss.backward()
+            norms.append(_grad_norm(model.parameters()))
+            return loss
+
+        trainer.run(step)
+        return trainer, norms
+
+    job = make_job(tmp_path / "a", epochs=0.5, grad_clip=2.0)
+    trainer, norms = run(job, 1e4, grad_clip_scale=1.5)
+    assert trainer.grad_clip == 3.0
+    rec = job.extra["grad_clip"]["train"]
+    assert rec["threshold"] == 3.0 and rec["steps"] == 4 == rec["clipped_steps"] and rec["clipped_fraction"] == 1.0
+    assert rec["grad_norm_max"] == pytest.approx(max(norms), rel=1e-5)
+    assert rec["grad_norm_mean"] == pytest.approx(np.mean(norms), rel=1e-5)
+    job = make_job(tmp_path / "b", epochs=0.5, grad_clip=1e6)
+    run(job, 1.0)
+    assert job.extra["grad_clip"]["train"]["clipped_steps"] == 0
+    # off: grad_clip 0 in the budget; a loop's own explicit value wins over the budget
+    job = make_job(tmp_path / "c", epochs=0.5, grad_clip=0)
+    trainer, _ = run(job, 1e4)
+    assert trainer.grad_clip is None and job.extra["grad_clip"]["train"]["rule"] == "off"
+    job = make_job(tmp_path / "d", epochs=0.5, grad_clip=0)
+    trainer, _ = run(job, 1e4, grad_clip=0.5, name="head")
+    assert trainer.grad_clip == 0.5 and job.extra["grad_clip"]["head"]["clipped_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("clip", [0.5, 2.0])
+def test_budget_clip_equals_an_explicit_clip_bit_for_bit(tmp_path, clip):
+    """The budget field reproduces what an explicit grad_clip did (the committed numbers)."""
+    out = []
+    for name, kw, budget in (("explicit", {"grad_clip": clip}, {}), ("budget", {}, {"grad_clip": clip})):
+        job = make_job(tmp_path / name, epochs=0.5, **budget)
+        model = _linear(job)
+
+        def step(x, y, i, model=model):
+            loss = 30 * F.cross_entropy(model(x.flatten(1)), y)
+            loss.backward()
+            return loss
+
+        SupernetTrainer(job, model, **kw).run(step)
+        out.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(out[0], out[1])
+
+
+
 @pytest.mark.parametrize("clip", [0.5, 2.0])
 def test_gradients_are_clipped_to_the_trainers_norm(tmp_path, clip):
     """A loss scaled by 1e4 has gradients far above the clip: each applied update is lr x the
@@ -153,6 +209,8 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, corrupt_l
         torch.equal(ref_opt[i]["momentum_buffer"], opt[i]["momentum_buffer"]) for i in ref_opt)
     assert resumed.counters == full.counters and resumed.counters.steps == ref_trainer.total_steps
     assert rng.bit_generator.state == ref_rng.bit_generator.state
+    # the clip statistics continue across the checkpoint too
+    assert resumed.extra["grad_clip"] == full.extra["grad_clip"]
 
 
 def test_resume_without_a_checkpoint_starts_from_step_zero(tmp_path):

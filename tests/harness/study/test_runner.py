@@ -39,6 +39,12 @@ def test_run_folder_schema(tiny_run):
     spos = man["jobs"]["spos-s0"]
     assert spos["status"] == "done" and spos["counters"]["images_seen"] > 0
     assert spos["counters"]["forward_passes_per_image"] == pytest.approx(1.0)
+    # the budget's gradient clip is in the manifest; each job's extra has its firing rate and warnings
+    assert man["budget"]["grad_clip"] == 5.0
+    clip = spos["extra"]["grad_clip"]["train"]
+    assert clip["threshold"] == 5.0 and clip["steps"] == spos["counters"]["steps"]
+    assert 0 <= clip["clipped_steps"] <= clip["steps"] and clip["grad_norm_mean"] > 0
+    assert all(man["jobs"][j]["extra"]["warnings"] == [] for j in man["jobs"])
     # CPU seconds beside wall seconds (training is CPU-bound: more than nothing, at most every core busy)
     assert 0 < spos["cpu_s"] <= spos["wall_s"] * (os.cpu_count() or 1) + 1.0
     est = pd.read_csv(tiny_run / "estimates.csv")
