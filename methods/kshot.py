@@ -51,7 +51,8 @@ Choices the paper leaves open (recorded in the config and the job state):
   lr is the fixed-1/K baseline in all but name. At smoke shapes on NB201 (seed 0, 98 steps =
   1/6 of `smoke`): 0.030 at 1e-3 (warned), 0.874 at the rule's 0.033 (codes near one-hot already:
   at full travel the codes may rather collapse than stay uniform; ``kshot_codes.argmax_counts``
-  shows it). This changes K-shot's `smoke` numbers on purpose
+  shows it, and a report warning fires when the mean largest code exceeds ``onehot_warn``). This
+  changes K-shot's `smoke` numbers on purpose
   (the probe suites' smoke baselines); `study` and `paper` keep 1e-3.
 - m and the images per path: the paper's b_s = m = 16 paths split one batch, b/m images each.
   At the harness's batch 128 that is 8 images per path; at `paper` (batch 64) it would be 4,
@@ -105,6 +106,7 @@ class KShotConfig(MethodConfig):
     min_images_per_path: int = 8  # caps m at batch // this (BN statistics from >= 8 images)
     spread_archs: int = 500  # architectures whose codes are compared with 1/K after training
     uniform_warn_rel: float = 0.25  # warn when every code is within this x 1/K of 1/K
+    onehot_warn: float = 0.9  # warn when the mean over architectures of the largest code is above this
 
     def validate(self) -> None:
         if self.k < 1:
@@ -350,12 +352,14 @@ class KShotRun:
 
 # --- scoring and the codes' spread ------------------------------------------------------------
 def code_deviation(codes: np.ndarray, k: int) -> dict:
-    """How far codes (n x K) are from the fixed 1/K: min, max and max |code - 1/K| (also / (1/K))."""
+    """How far codes (n x K) are from the fixed 1/K: min, max and max |code - 1/K| (also / (1/K)),
+    and how close they are to one-hot: the mean over architectures of each code's largest entry."""
     if codes.size == 0:
         return {"k": k, "n_archs": 0, "uniform": 1.0 / k}
     dev = float(np.abs(codes - 1.0 / k).max())
     return {"k": k, "n_archs": int(codes.shape[0]), "uniform": 1.0 / k, "min": float(codes.min()),
-            "max": float(codes.max()), "max_abs_deviation": dev, "max_rel_deviation": dev * k}
+            "max": float(codes.max()), "max_abs_deviation": dev, "max_rel_deviation": dev * k,
+            "mean_largest_code": float(codes.max(1).mean())}
 
 def code_spread(codes: np.ndarray) -> dict:
     """Summary of learned codes (n x K): per-k mean/std, entropy, distance between codes."""
@@ -433,14 +437,16 @@ class KShot(Method):
         check_not_collapsed(run.model, job.data.score_x[:64], [job.space.sample(job.rng("collapse")) for _ in range(4)],
                             ctx_fn=run.ctx_fn)
         if run.k > 1:
-            warn_if_uniform(job, run, self.config)
+            warn_if_degenerate(job, run, self.config)
         return KShotScorer(job, run)
 
 
-def warn_if_uniform(job, run: KShotRun, config: KShotConfig) -> dict:
+def warn_if_degenerate(job, run: KShotRun, config: KShotConfig) -> dict:
     """Records the learned codes' distance from 1/K over ``spread_archs`` sampled architectures
     (their own stream: nothing else's numbers move) and warns when K-shot stayed the fixed-1/K
-    baseline (max |code - 1/K| below ``uniform_warn_rel`` x 1/K)."""
+    baseline (max |code - 1/K| below ``uniform_warn_rel`` x 1/K) or collapsed the other way, to
+    near one-hot codes (mean largest code above ``onehot_warn``: each architecture then uses one
+    of the K supernets, i.e. K separate one-shot supernets rather than a learned combination)."""
     rng = job.rng("kshot-spread")
     dev = code_deviation(run.codes([job.space.sample(rng) for _ in range(config.spread_archs)]), run.k)
     job.record("kshot_code_deviation", dev)
@@ -449,4 +455,8 @@ def warn_if_uniform(job, run: KShotRun, config: KShotConfig) -> dict:
                  f"(1/K = {1 / run.k:.3g}; codes in [{dev['min']:.3g}, {dev['max']:.3g}] over {dev['n_archs']} "
                  f"architectures): the run is close to the paper's fixed-1/K baseline",
                  kshot_max_code_deviation=dev["max_abs_deviation"])
+    if dev["n_archs"] and dev["mean_largest_code"] > config.onehot_warn:
+        job.warn(f"K-shot codes collapsed to near one-hot: mean largest code = {dev['mean_largest_code']:.3g} "
+                 f"over {dev['n_archs']} architectures (1/K = {1 / run.k:.3g}): each architecture uses about one of "
+                 f"the K supernets", kshot_mean_largest_code=dev["mean_largest_code"])
     return dev

@@ -304,3 +304,15 @@ def test_near_uniform_codes_are_recorded_and_warned(job_factory) -> None:
     method.config = dataclasses.replace(method.config, simplex_lr=1e-9, uniform_warn_rel=0.0)
     method.fit(job2)
     assert job2.warnings == [] and "kshot_code_deviation" in job2.extra
+
+
+def test_kshot_warns_when_codes_collapse_to_one_hot(job_factory):
+    """The opposite fallback: a simplex lr large enough to push every code to a vertex."""
+    job = job_factory(epochs=0.5)
+    method = create_method("kshot")
+    method.config = dataclasses.replace(method.config, k=4, simplex_lr=1.0, warmup_share=0.0)
+    method.fit(job)
+    dev = job.extra["kshot_code_deviation"]
+    assert dev["mean_largest_code"] > 0.9
+    assert any("collapsed to near one-hot" in w for w in job.warnings)
+    assert job.extra["kshot_mean_largest_code"] == dev["mean_largest_code"]
