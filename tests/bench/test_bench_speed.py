@@ -275,3 +275,16 @@ def test_bench_score_all_unique(benchmark, threads, unique_archs):
         RESULTS[f"score_all_unique[threads={threads}]"] = rec
     finally:
         setup.close()
+
+
+def test_bench_layouts_measures_both_layouts_and_recommends_the_faster():
+    from harness.cli.bench import bench_layouts
+
+    tiny = (("channels", 2), ("resolution", 8), ("batch_size", 16))
+    lay = bench_layouts("nb201", "smoke", tiny, steps=2, cores=2)
+    assert (lay["one_job"]["jobs"], lay["one_job"]["threads"]) == (1, 2)
+    assert (lay["parallel_jobs"]["jobs"], lay["parallel_jobs"]["threads"]) == (2, 1)
+    assert all(lay[k]["images_per_s"] > 0 and lay[k]["wall_s"] > 0 for k in ("one_job", "parallel_jobs"))
+    best = max(("one_job", "parallel_jobs"), key=lambda k: lay[k]["images_per_s"])
+    assert lay["recommended"] == best
+    assert lay["recommended_flags"] == f"--jobs {lay[best]['jobs']} --set threads={lay[best]['threads']}"
