@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -248,6 +250,51 @@ def bench_xautodl_score(job, net, archs, warmup: int = 8) -> dict:
             "cpu_seconds": cpu}
 
 
+# --- job layout ----------------------------------------------------------------------------
+def _layout_worker(spec: tuple) -> dict:
+    """One spawned process of :func:`bench_layouts`: SPOS training at ``threads`` threads, timed
+    from a barrier shared with its siblings (monotonic clock: comparable across processes)."""
+    suite, budget, overrides, precision, device, threads, steps, barrier = spec
+    setup = make_bench_job(suite, budget, device=device, precision=precision,
+                           budget_overrides=(*overrides, ("threads", threads)))
+    try:
+        bench_train(setup.job, steps=1)  # warm up (allocator, oneDNN primitives) before the barrier
+        barrier.wait()
+        t0 = time.monotonic()
+        r = bench_train(setup.job, steps=steps, warmup=0)
+        return {"start": t0, "end": time.monotonic(), "images": r["steps"] * r["batch_size"],
+                "cpu_seconds": r["cpu_seconds"]}
+    finally:
+        setup.close()
+
+
+def bench_layouts(suite: str, budget: str, overrides: tuple = (), *, steps: int = 30, precision: str = "fp32",
+                  device: str = "cpu", cores: int | None = None) -> dict:
+    """Training throughput of two ways to fill ``cores`` CPU cores: one job using all of them
+    (``--jobs 1 --set threads=cores``) against ``cores`` one-thread jobs side by side
+    (``--jobs cores --set threads=1``). Tiny convolutions scale badly over threads (OpenMP barriers,
+    not arithmetic), so the second usually wins on a small machine. The two layouts do not give the
+    same numbers for the same seed (``threads`` changes reduction order), so choose one per study.
+    """
+    cores = cores or os.cpu_count() or 1
+    ctx = mp.get_context("spawn")  # as the local executor: torch thread pools do not survive fork
+    out = {}
+    for name, jobs, threads in (("one_job", 1, cores), ("parallel_jobs", cores, 1)):
+        with ctx.Manager() as manager, ctx.Pool(jobs) as pool:
+            barrier = manager.Barrier(jobs)
+            recs = pool.map(_layout_worker, [(suite, budget, tuple(overrides), precision, device, threads, steps,
+                                              barrier)] * jobs)
+        wall = max(r["end"] for r in recs) - min(r["start"] for r in recs)
+        out[name] = {"jobs": jobs, "threads": threads, "images_per_s": round(sum(r["images"] for r in recs) / wall, 1),
+                     "wall_s": round(wall, 2), "cpu_s": round(sum(r["cpu_seconds"] for r in recs), 2)}
+    best = max(out, key=lambda k: out[k]["images_per_s"])
+    out["speedup_parallel_over_one"] = round(out["parallel_jobs"]["images_per_s"] / out["one_job"]["images_per_s"], 3)
+    out["recommended"] = best
+    rec = out[best]
+    out["recommended_flags"] = f"--jobs {rec['jobs']} --set threads={rec['threads']}"
+    return out
+
+
 # --- study estimate ------------------------------------------------------------------------
 def estimate_study(budget, methods, seeds, n_archs: int, train_ips: float, score_aps: float,
                    score_images_measured: int) -> dict:
@@ -316,12 +363,25 @@ def cmd_bench(args) -> int:
                                       score["archs_per_s"], score["images"])
     finally:
         setup.close()
+    if args.layout:
+        lay = out["layout"] = bench_layouts(args.suite, args.budget, parse_overrides(args.set), steps=args.steps,
+                                            precision=args.precision, device=device)
+        # the study's jobs spread over the recommended layout: training scales with its throughput
+        st = out["study"]
+        st["estimated_wall_s_recommended_layout"] = round(
+            st["estimated_wall_s"] * out["train_images_per_s"] / lay[lay["recommended"]]["images_per_s"], 1)
     print(json.dumps(out), flush=True)
     st = out["study"]
     print(f"estimated wall time: {human_duration(st['estimated_wall_s'])} for {len(methods)} method(s) x "
           f"{len(seeds)} seed(s) on {st['n_archs']} architectures at budget {b.name} ({device}, sequential; "
           f"{out['train_images_per_s']:.0f} train img/s, {out['score_archs_per_s']:.1f} archs/s on "
           f"{out['score_images']} images)", file=sys.stderr if args.json_only else sys.stdout)
+    if args.layout:
+        lay = out["layout"]
+        print(f"recommended layout: {lay['recommended_flags']} ({lay['parallel_jobs']['images_per_s']:.0f} img/s with "
+              f"{lay['parallel_jobs']['jobs']} one-thread jobs vs {lay['one_job']['images_per_s']:.0f} img/s with one "
+              f"{lay['one_job']['threads']}-thread job; threads changes the numbers, so keep one layout per study)",
+              file=sys.stderr if args.json_only else sys.stdout)
     return 0
 
 
@@ -339,6 +399,8 @@ def add_parser(sub) -> None:
     p.add_argument("--score-size", type=int, default=None, help="score images for the timing (default: the budget's)")
     p.add_argument("--compare", default=None, choices=["xautodl"], help="also measure xautodl's TinyNetworkRANDOM")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a budget field")
+    p.add_argument("--layout", action="store_true",
+                   help="also compare one job on all cores with one one-thread job per core; recommend the faster")
     p.add_argument("--json-only", action="store_true", help="the human line goes to stderr")
     p.set_defaults(fn=cmd_bench)
 

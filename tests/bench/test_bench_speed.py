@@ -275,3 +275,50 @@ def test_bench_score_all_unique(benchmark, threads, unique_archs):
         RESULTS[f"score_all_unique[threads={threads}]"] = rec
     finally:
         setup.close()
+
+
+def test_bench_layouts_measures_both_layouts_and_recommends_the_faster():
+    from harness.cli.bench import bench_layouts
+
+    tiny = (("channels", 2), ("resolution", 8), ("batch_size", 16))
+    lay = bench_layouts("nb201", "smoke", tiny, steps=2, cores=2)
+    assert (lay["one_job"]["jobs"], lay["one_job"]["threads"]) == (1, 2)
+    assert (lay["parallel_jobs"]["jobs"], lay["parallel_jobs"]["threads"]) == (2, 1)
+    assert all(lay[k]["images_per_s"] > 0 and lay[k]["wall_s"] > 0 for k in ("one_job", "parallel_jobs"))
+    best = max(("one_job", "parallel_jobs"), key=lambda k: lay[k]["images_per_s"])
+    assert lay["recommended"] == best
+    assert lay["recommended_flags"] == f"--jobs {lay[best]['jobs']} --set threads={lay[best]['threads']}"
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("threads", THREADS)
+def test_bench_bf16_vs_fp32_on_cpu(benchmark, threads):
+    """--precision bf16 against fp32 at `study` shapes: training images/s and scoring archs/s, paired
+    rounds in one session (issue 21: bf16 is worth a tau comparison only if it is faster here)."""
+    jobs = {p: make_bench_job("nb201", "study", precision=p, score_size=SCORE_IMAGES,
+                              budget_overrides=(("threads", threads),)) for p in ("fp32", "bf16")}
+    try:
+        archs = [jobs["fp32"].job.space.sample(np.random.default_rng(i)) for i in range(40)]
+        models = {p: trained_supernet(s.job, steps=2) for p, s in jobs.items()}
+        rec = {}
+        for what, key, fn in (
+                ("train", "images_per_s", lambda p: bench_train(jobs[p].job, steps=20)),
+                ("score", "archs_per_s", lambda p: bench_score(jobs[p].job, models[p], archs, warmup=2))):
+            pairs = []
+
+            def one_round():
+                order = ("fp32", "bf16") if len(pairs) % 2 == 0 else ("bf16", "fp32")
+                got = {p: fn(p)[key] for p in order}
+                pairs.append((got["bf16"], got["fp32"]))
+
+            for _ in range(2):
+                one_round()
+            rec[f"{what}_bf16_over_fp32"] = round(float(np.median([a / b for a, b in pairs])), 3)
+            rec[f"{what}_fp32_best"] = round(max(b for _, b in pairs), 2)
+            rec[f"{what}_bf16_best"] = round(max(a for a, _ in pairs), 2)
+        benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+        benchmark.extra_info.update(rec)
+        RESULTS[f"bf16_vs_fp32[threads={threads}]"] = rec
+    finally:
+        for s in jobs.values():
+            s.close()
