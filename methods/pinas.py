@@ -7,9 +7,25 @@ different paths i != j are sampled; the student f embeds views 1 and 2 through p
 (``z_i``, ``z_j``), the teacher f' embeds views 3 and 4 through paths i and j (``z'_i``, ``z'_j``);
 a 2-layer MLP head on ``Supernet.features`` produces the embeddings. The loss is Eq. 4 with
 negatives from a FIFO container of past teacher outputs, and the teacher is the EMA of the student
-(Eq. 2). Search (Sec. 3.3) freezes the supernet (BN on batch statistics), trains one weight-shared
-linear classifier on sampled paths and scores an architecture by its accuracy with it, through the
-shared evaluator on the reserved `score` subset.
+(Eq. 2). Search (Sec. 3.3) freezes the supernet (BN on batch statistics, as the paper's linear
+evaluation), trains one weight-shared linear classifier on sampled paths and scores an architecture
+by its accuracy with it, through the shared evaluator on the reserved `score` subset.
+
+BN when scoring (Sec. 4.1: "to avoid the inaccurate batch statistics in BN, we pick out a further 50k
+images from the rest of the training set to recalculate the statistics for each optional path"):
+by default (``score_bn="recal"``) every path's BN statistics are re-estimated on ``recal_images``
+(2,048) training images before it is scored - a seeded class-mixed draw, not a prefix (the CIFAR-10
+JPEG source stores the split class by class) - and restored afterwards; scoring runs under
+``torch.random.fork_rng`` and ``no_grad``, so a curve point mid-training changes no training state
+(tested: the scored path's BN normalises with the re-estimated statistics, no other path's BN runs,
+every buffer and the RNG are back afterwards). ``pinas-batch-bn`` keeps the budget's protocol (the
+score batch's own statistics, the harness's default before issue 19). 2,048 images, not 50k: the
+re-estimation forward is the scoring's main cost. Measured at `smoke` (study shapes, 3 epochs, seed
+0, one trained model, 100 architectures, CPU seconds per architecture on one thread): batch 0.10,
+re-estimation on 512 images 0.20, on 2,048 images 0.48; Kendall tau between the protocols' rankings
+0.89 (batch vs 2,048) and 0.82 (512 vs 2,048); tau against NB201 -0.33 / -0.32 / -0.31 (the smoke
+model is at chance: linear accuracy 0.14, so these taus say nothing about the protocols). 2,048 is the
+harness's own re-estimation size at every CPU budget (``recal_batches`` x ``eval_batch_size``).
 
 Documented deviations from the paper's text (each follows the authors' code, Ernie1/Pi-NAS, or is
 forced by it):
@@ -20,12 +36,28 @@ forced by it):
 - Paths i and j differ at *every* decision where possible (authors' code samples two distinct
   candidates per layer); ``paths_differ_everywhere=False`` only requires i != j.
 - Eq. 2 is applied to all teacher parameters after every student step (the paper's formula); the
-  authors' code updates only the sampled path's blocks. Teacher BN buffers are its own (MoCo).
+  authors' code updates only the sampled paths' blocks (``_momentum_update_key_encoder(choice_indices)``
+  over ``ema_blocks(choice_indices)`` and the projection head): variant ``pinas-sampled-ema``
+  (``ema_sampled_only``) skips the parameters of candidate operators on neither path i nor j; the
+  stem, fixed layers and heads are on every path and always follow. Teacher BN buffers are its own.
 - The EMA coefficient is 0.999 at the `paper` budget and smaller for short budgets (0.99 at
   `smoke`/`small`: a 1000-step time constant would exceed the whole run); recorded in the manifest.
 - `pinas-no-neg`: with no negatives Eq. 4's softmax has one logit and is identically 0 (no
   gradient), so the ablation optimises the consistency cost alone, Eq. 1 with the same D.
-- The single-process run has no MoCo "shuffle BN" (needs several devices).
+- MoCo's shuffle BN (keys computed on a batch shuffled across GPUs, so a query and its positive key
+  are not normalised with the same images' statistics) is emulated on one device as an option:
+  ``shuffle_bn_groups=g`` (variant ``pinas-shuffle-bn``, g = 4) forwards the student in g sub-batches
+  in data order and the teacher in g sub-batches of a seeded permutation. The default is off (one BN
+  batch of the whole batch per forward), because its absence did not open the shortcut where
+  measured: at `smoke` (seed 0, 3 epochs) the pretext accuracy over the last 10 % of the steps was
+  0.050 without and 0.064 with shuffle BN (g = 4), linear accuracy 0.139 and 0.133 - a shortcut shows
+  as a pretext accuracy near 1 with a lagging linear accuracy - while the 4 sub-batches cost 45 % more
+  CPU time per job (240 s against 165 s). The student and teacher here see different views through
+  different weights in BN batches of the whole batch (128 at `study`; MoCo met the leak with BN
+  batches of 32 per GPU). That smoke model is barely trained, so the check is weak: the recorded
+  ``pretext_top1_last10pct`` (share of queries whose positive beats every negative, last 10 % of the
+  steps) is the symptom to watch at the study budget.
+- The collapse check embeds 128 search images drawn by a seeded stream (a prefix was one class).
 - Colour jitter applies brightness, contrast, saturation, hue in a fixed order (torchvision
   randomises it); hue is a rotation in YIQ space. Blur sigma and kernel scale with resolution/224.
 """

@@ -9,19 +9,32 @@ training") over the *current* space, continuing the run's data order. After each
 
 1. **Evaluation stability (Eq. 4)** - ``snapshots`` (K) weight snapshots taken at evenly spaced
    iterations of the stage's last epoch are averaged; P(a) is an architecture's accuracy under the
-   averaged weights on the ``search`` split (never the reserved ``score`` subset).
+   averaged weights on ``eval_images`` images of the ``search`` split (never the reserved ``score``
+   subset), a seeded uniform draw fixed for the job. Not a prefix of the split: the CIFAR-10 JPEG
+   source stores it class by class, and until issue 19 the first 1,024 images were all class 0, so
+   P(a) measured how often a path predicts that class (the committed study's SI values were
+   0.11-0.14, near chance, while the same weights scored 0.5-0.7 on the balanced ``score`` subset).
 2. **Selection importance (Eq. 5)** - SI_o = mean P(a) over sampled architectures that contain o. By
    default one shared sample of n architectures from the current space (each contributes to every
-   operator it contains; the whole current space when it holds <= n); ``si_sampling="per_operator"``
-   draws n architectures per operator (the paper's 1000 at ImageNet scale, variant ``senas-paper``).
+   operator it contains, so an NB201 operator gets about n/5; the whole current space when it holds
+   <= n, and then SI is exact); ``si_sampling="per_operator"`` draws n architectures per operator
+   (the paper's 1,000 at ImageNet scale, variant ``senas-paper``: 30 x 1,000 evaluations per stage on
+   NB201, some 25x the training cost at `study`). SI's standard error (sd of the P(a) / sqrt(n_o);
+   0 when enumerated) is recorded per operator; see *Noise* below for the default n.
 3. **Selection confidence (Eq. 6)** - SC_o = Var(SI) over the operators still in o's decision
    (population variance).
 4. **Score (Eq. 7)** - S_o = normalize(SI_o) / normalize(SC_o) with normalize(x) = x / mean(x) over all
    operators of the current space. The paper only says "mean normalisation"; dividing by the mean
    keeps both terms positive, so the ratio keeps its meaning (low importance and high confidence ->
-   low score). A decision whose operators all tie (or that has one operator left) has SC = 0 and
-   its operators score +inf: there is no confidence to prune it. If no decision has any spread
-   (mean SC = 0) the score falls back to normalize(SI).
+   low score). Both means are global constants, so S_o = SI_o / SC_o x mean(SC) / mean(SI): the
+   normalisation never changes the ranking (kept for fidelity; tested). SC = 0 is treated
+   explicitly, not as +inf: a decision with one operator left, or whose operators' SI tie exactly,
+   has no score and its operators are *protected* (recorded with the reason) - Eq. 7 is undefined
+   there and there is no confidence to prune them. If fewer than k operators are prunable, fewer
+   go (the stage records how many short and warns); +inf used to let k > prunable cut protected
+   operators in index order. ``score_rule="si"`` scores by normalize(SI) alone (variant
+   ``senas-si-only``, Table 6's "SPOS + Shrinking (SI)" row, so it also does not expand; compare it
+   with ``senas-no-expand``, the "(SI + SC)" row).
 5. **Shrinking** - the ``k`` operators with the lowest S_o over the whole space are removed, never a
    decision's last operator.
 6. **Expanding** - adjacent decisions (consecutive decision indices) are merged shallow to deep while
@@ -42,6 +55,34 @@ ordered by its *last estimate*, its score under the snapshot-averaged weights of
 which it was still in the space (the weights that decided its removal), measured with the shared
 evaluator on the ``score`` subset. Survivors are scored with the final stage's averaged weights
 (Eq. 4 also drives the paper's final ranking; ``average_final=False`` uses the last weights).
+
+The full-set tau is *tier-constructed*: removed architectures are ranked below every survivor by
+construction, so it rewards the shrink order as much as the final supernet. It stays the number
+paired with other methods (every method ranks the same set); the ``survivors`` subset's tau (the
+final stage's space, listed in ``extra()["survivor_archs"]``, scored into ``scores.csv`` and reported
+by aggregation as its own subset in ``metrics.csv`` and under the method's summary row) measures the
+final supernet alone.
+
+Noise. Per stage the history records each operator's SI standard error, the median SE, the median
+SI difference between two operators of one decision and the share of such pairs whose difference
+is below its standard error sqrt(SE_a^2 + SE_b^2). A removal whose SI is within that of the kept
+operator of its decision nearest to it is a *close call*: ``extra()["warnings"]`` gets one line per
+close call (and one per stage that removed fewer than k), with the numbers in the history.
+
+The default n is 1,000 (100 before issue 19), chosen by measurement at `smoke` (the study's shapes,
+3 epochs, seed 0; stage 0 over all 15,625 architectures): the median SI standard error was 0.0100 /
+0.0052 / 0.0028 at n = 100 / 300 / 1,000 against a median SI difference between two operators of one
+decision of 0.015 / 0.012 / 0.011, and 47 % / 37 % / 22 % of those pairs differed by less than their
+standard error; at n = 1,000 stage 1's space (375) is enumerated, so its SI is exact. Cost: one P(a)
+on 1,024 images costs about 3 training steps (0.21 CPU s against 0.066-0.075 s per step at these
+shapes); at `study` n = 1,000 adds at most 2,000 evaluations to 19,500 steps (stage 0: 965 distinct,
+stage 1: 375 at smoke), about 20-30 % of SPOS's training. Where the committed study's SE-NAS time went
+(1,626 s against SPOS's 869 s, n = 100): stages 0 and 1 took 259 s and 333 s for 6,500 steps each
+(median 0.81 and 1.05 s per 20 steps, SPOS 0.79), stage 2 878 s (median 2.52 s per 20 steps, 794 s
+in intervals over 2 s, up to 19 s) with a smaller network, which no per-step work explains and which
+the next job (stcnas) shows too, i.e. a loaded machine; P(a) took 11 s and 12 s, the curve points 109 s against SPOS's 80 s (no prefix
+cache with a partial-model ``ctx``). In CPU time the three stages' training matches SPOS (16.5, 14.3,
+7.9 s at smoke). Without the neighbours SE-NAS at n = 1,000 comes to about 1.2-1.35x SPOS's wall.
 
 The shrink/merge history is written to ``<job_dir>/senas_history.json`` and summarised in ``extra()``.
 """
@@ -86,7 +127,7 @@ class SenasConfig(MethodConfig):
     threshold: int = 50  # T: merged groups hold at most T partial models (the paper: 50)
     expand: bool = True  # False: shrinking only (ablation)
     snapshots: int = 5  # K weight snapshots over the last epoch of a stage (Eq. 4)
-    si_samples: int = 100  # n architectures for SI (Eq. 5): shared sample, or per operator
+    si_samples: int = 1000  # n architectures for SI (Eq. 5): shared sample, or per operator (was 100)
     si_sampling: str = "shared"  # "shared" | "per_operator" (the paper's protocol)
     score_rule: str = "si_sc"  # "si_sc": Eq. 7; "si": SI alone (Table 6's "Shrinking (SI)" row)
     eval_images: int = 1024  # search-split images for P(a) (a seeded class-mixed draw); 0 = all of it
@@ -761,7 +802,8 @@ class SenasScorer(Scorer):
             "si_se_median": [st["si_se_median"] for st in stages],
             "si_pair_diff_median": [st["si_pair_diff_median"] for st in stages],
             "si_pairs_within_se": [st["si_pairs_within_se"] for st in stages],
-            "close_calls": [len(st["close_calls"]) for st in stages],
+            "si_close_calls": [{"stage": st["stage"], **c} for st in stages for c in st["close_calls"]],
+            "removed_short_of_k": [st["removed_short_of_k"] for st in stages],
             "metric_notes": {"scored": TAU_NOTE},
             "warnings": stage_warnings(self.history),
         }
