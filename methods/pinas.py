@@ -7,9 +7,25 @@ different paths i != j are sampled; the student f embeds views 1 and 2 through p
 (``z_i``, ``z_j``), the teacher f' embeds views 3 and 4 through paths i and j (``z'_i``, ``z'_j``);
 a 2-layer MLP head on ``Supernet.features`` produces the embeddings. The loss is Eq. 4 with
 negatives from a FIFO container of past teacher outputs, and the teacher is the EMA of the student
-(Eq. 2). Search (Sec. 3.3) freezes the supernet (BN on batch statistics), trains one weight-shared
-linear classifier on sampled paths and scores an architecture by its accuracy with it, through the
-shared evaluator on the reserved `score` subset.
+(Eq. 2). Search (Sec. 3.3) freezes the supernet (BN on batch statistics, as the paper's linear
+evaluation), trains one weight-shared linear classifier on sampled paths and scores an architecture
+by its accuracy with it, through the shared evaluator on the reserved `score` subset.
+
+BN when scoring (Sec. 4.1: "to avoid the inaccurate batch statistics in BN, we pick out a further 50k
+images from the rest of the training set to recalculate the statistics for each optional path"):
+by default (``score_bn="recal"``) every path's BN statistics are re-estimated on ``recal_images``
+(2,048) training images before it is scored - a seeded class-mixed draw, not a prefix (the CIFAR-10
+JPEG source stores the split class by class) - and restored afterwards; scoring runs under
+``torch.random.fork_rng`` and ``no_grad``, so a curve point mid-training changes no training state
+(tested: the scored path's BN normalises with the re-estimated statistics, no other path's BN runs,
+every buffer and the RNG are back afterwards). ``pinas-batch-bn`` keeps the budget's protocol (the
+score batch's own statistics, the harness's default before issue 19). 2,048 images, not 50k: the
+re-estimation forward is the scoring's main cost. Measured at `smoke` (study shapes, 3 epochs, seed
+0, one trained model, 100 architectures, CPU seconds per architecture on one thread): batch 0.10,
+re-estimation on 512 images 0.20, on 2,048 images 0.48; Kendall tau between the protocols' rankings
+0.89 (batch vs 2,048) and 0.82 (512 vs 2,048); tau against NB201 -0.33 / -0.32 / -0.31 (the smoke
+model is at chance: linear accuracy 0.14, so these taus say nothing about the protocols). 2,048 is the
+harness's own re-estimation size at every CPU budget (``recal_batches`` x ``eval_batch_size``).
 
 Documented deviations from the paper's text (each follows the authors' code, Ernie1/Pi-NAS, or is
 forced by it):
@@ -20,12 +36,28 @@ forced by it):
 - Paths i and j differ at *every* decision where possible (authors' code samples two distinct
   candidates per layer); ``paths_differ_everywhere=False`` only requires i != j.
 - Eq. 2 is applied to all teacher parameters after every student step (the paper's formula); the
-  authors' code updates only the sampled path's blocks. Teacher BN buffers are its own (MoCo).
+  authors' code updates only the sampled paths' blocks (``_momentum_update_key_encoder(choice_indices)``
+  over ``ema_blocks(choice_indices)`` and the projection head): variant ``pinas-sampled-ema``
+  (``ema_sampled_only``) skips the parameters of candidate operators on neither path i nor j; the
+  stem, fixed layers and heads are on every path and always follow. Teacher BN buffers are its own.
 - The EMA coefficient is 0.999 at the `paper` budget and smaller for short budgets (0.99 at
   `smoke`/`small`: a 1000-step time constant would exceed the whole run); recorded in the manifest.
 - `pinas-no-neg`: with no negatives Eq. 4's softmax has one logit and is identically 0 (no
   gradient), so the ablation optimises the consistency cost alone, Eq. 1 with the same D.
-- The single-process run has no MoCo "shuffle BN" (needs several devices).
+- MoCo's shuffle BN (keys computed on a batch shuffled across GPUs, so a query and its positive key
+  are not normalised with the same images' statistics) is emulated on one device as an option:
+  ``shuffle_bn_groups=g`` (variant ``pinas-shuffle-bn``, g = 4) forwards the student in g sub-batches
+  in data order and the teacher in g sub-batches of a seeded permutation. The default is off (one BN
+  batch of the whole batch per forward), because its absence did not open the shortcut where
+  measured: at `smoke` (seed 0, 3 epochs) the pretext accuracy over the last 10 % of the steps was
+  0.050 without and 0.064 with shuffle BN (g = 4), linear accuracy 0.139 and 0.133 - a shortcut shows
+  as a pretext accuracy near 1 with a lagging linear accuracy - while the 4 sub-batches cost 45 % more
+  CPU time per job (240 s against 165 s). The student and teacher here see different views through
+  different weights in BN batches of the whole batch (128 at `study`; MoCo met the leak with BN
+  batches of 32 per GPU). That smoke model is barely trained, so the check is weak: the recorded
+  ``pretext_top1_last10pct`` (share of queries whose positive beats every negative, last 10 % of the
+  steps) is the symptom to watch at the study budget.
+- The collapse check embeds 128 search images drawn by a seeded stream (a prefix was one class).
 - Colour jitter applies brightness, contrast, saturation, hue in a fixed order (torchvision
   randomises it); hue is a rotation in YIQ space. Blur sigma and kernel scale with resolution/224.
 """
@@ -41,8 +73,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.errors import ConfigError
 from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD
-from harness.engine.evaluator import SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.engine.evaluator import SupernetEvaluator, SupernetScorer, batch_stat_bn, check_not_collapsed
 from harness.core.seeding import torch_generator
 from harness.spaces.base import Arch, SearchSpace
 from harness.engine.job import TrainingHooks
@@ -63,10 +96,14 @@ class PinasConfig(MethodConfig):
     negatives: bool = True  # False: no feature container ("w/o nontrivial"); the paper reports collapse
     share_downsample: bool = True  # False: build the supernet without downsample sharing ("w/o DS")
     paths_differ_everywhere: bool = True
+    # MoCo's shuffle BN on one device: student and teacher forward in this many sub-batches (each its
+    # own BN statistics), the teacher's on a shuffled order; 1 = off (one BN batch per forward)
+    shuffle_bn_groups: int = 1
     # loss / teacher
     temperature: float = 0.2
     queue_len: int = 4096
     ema: float | None = None  # None: EMA_BY_BUDGET (0.99 for unknown budgets)
+    ema_sampled_only: bool = False  # True: Eq. 2 on the sampled paths' blocks only (authors' code)
     proj_hidden: int = 0  # 0: the feature width (authors' code: 2048 -> 2048 -> 128)
     proj_dim: int = 128
     # optimiser of the unsupervised phase (paper: SGD lr 0.03, momentum 0.9, wd 1e-4, cosine)
@@ -91,6 +128,10 @@ class PinasConfig(MethodConfig):
     # steps (same schedule shape): the full one at every point would add ~12 % of the job per point
     curve_linear_share: float = 0.1
     linear_crop_scale: tuple[float, float] = (0.08, 1.0)
+    # architecture scoring (Sec. 4.1): BN statistics re-estimated per path on training images
+    # ("recal", the paper) or the score batch's own statistics ("batch", the budget's protocol)
+    score_bn: str = "recal"
+    recal_images: int = 2048  # training images (a seeded class-mixed draw) per path's re-estimation
     # collapse detection on raw (pre-normalisation) student embeddings: absolute variance across the
     # batch, and variance relative to their mean square (a constant non-zero embedding is a collapse
     # too; normalisation hides its scale). Under 1% means the per-image part is noise around one
@@ -254,9 +295,12 @@ class FeatureQueue:
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, lam: float) -> None:
-    """Eq. 2: W'_t = lambda W'_{t-1} + (1 - lambda) W_t, for every parameter (lambda = 0: a copy)."""
-    for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
+def ema_update(teacher: nn.Module, student: nn.Module, lam: float, skip: frozenset[int] = frozenset()) -> None:
+    """Eq. 2: W'_t = lambda W'_{t-1} + (1 - lambda) W_t, for every parameter (lambda = 0: a copy)
+    except those whose position in ``parameters()`` is in ``skip`` (sampled-blocks-only EMA)."""
+    for i, (pt, ps) in enumerate(zip(teacher.parameters(), student.parameters(), strict=True)):
+        if i in skip:
+            continue
         if lam == 0.0:
             pt.copy_(ps)
         else:
@@ -299,6 +343,49 @@ def sample_paths(space: SearchSpace, rng: np.random.Generator, cross_path: bool 
     if differ_everywhere:  # constrained space: fall back to any different path
         return sample_paths(space, rng, True, False, tries)
     raise JobFailed(f"could not sample two different paths in space '{space.name}' (size {space.size})")
+
+
+def grouped_forward(net: nn.Module, x: torch.Tensor, arch: Arch, groups: int,
+                    perm: torch.Tensor | None = None) -> torch.Tensor:
+    """``net(x, arch)`` with BN statistics per sub-batch: ``x`` (reordered by ``perm`` first, when
+    given) is split into ``groups`` chunks, each forwarded alone, and the outputs are put back in
+    ``x``'s order. This is MoCo's shuffle BN on one device: ``groups`` plays the GPUs, the student
+    runs its chunks in data order and the teacher on a shuffled order, so a query and its positive
+    key are normalised with statistics of different images. ``groups=1``, no ``perm``: ``net(x, arch)``."""
+    if groups <= 1 and perm is None:
+        return net(x, arch)
+    xs = x[perm] if perm is not None else x
+    out = torch.cat([net(chunk, arch) for chunk in xs.chunk(groups)])
+    if perm is None:
+        return out
+    back = torch.empty_like(out)
+    back[perm] = out
+    return back
+
+
+def positive_top1(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> float:
+    """Pretext accuracy of Eq. 4: share of queries whose positive key beats every negative. A BN
+    shortcut (information leaking through batch statistics) shows as a near-perfect value."""
+    q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+    pos = (q * k).sum(1)
+    return float((pos > (q @ negatives.float().t()).max(1).values).float().mean())
+
+
+def train_images(job, n: int, purpose: str) -> torch.Tensor:
+    """``n`` training-split images drawn without replacement by a seeded stream (not a prefix: a
+    data source may store the split class by class), in index order."""
+    total = len(job.data.train_x)
+    if n >= total:
+        return job.data.train_x
+    idx = np.sort(job.rng(purpose).choice(total, size=n, replace=False))
+    return job.data.train_x[torch.as_tensor(idx, dtype=torch.long, device=job.data.train_x.device)]
+
+
+def collapse_images(job, n: int = 128) -> torch.Tensor:
+    """``n`` search-split images (a seeded draw, class-mixed) for the collapse check."""
+    total = len(job.data.search_x)
+    idx = np.sort(job.rng("pinas-collapse-images").choice(total, size=min(n, total), replace=False))
+    return job.data.search_x[torch.as_tensor(idx, dtype=torch.long, device=job.data.search_x.device)]
 
 
 def relative_variance(z: torch.Tensor) -> torch.Tensor:
@@ -406,11 +493,36 @@ def linear_evaluation(job, model: nn.Module, cfg: PinasConfig, rng: np.random.Ge
 
 
 class PinasScorer(SupernetScorer):
-    """The shared evaluator, scoring through the linear classifier; keeps the trained parts for tests."""
+    """The shared evaluator on the `score` subset, scoring through the linear classifier, with the
+    BN protocol of ``score_bn``: ``recal`` re-estimates every path's BN statistics on
+    ``recal_images`` training images before scoring it (Sec. 4.1) and restores the buffers after
+    it; ``batch`` uses the score batch's statistics. Scoring runs under ``torch.random.fork_rng``
+    and ``no_grad``, so a curve point mid-training leaves the training state as it was. Keeps the
+    trained parts for tests."""
 
-    def __init__(self, job, student: PiNet, teacher: PiNet, queue: FeatureQueue, classifier: nn.Linear, info: dict):
-        super().__init__(job, student.net, forward_fn=lambda m, xb, arch, ctx: classifier(m.features(xb, arch, ctx)))
+    def __init__(self, job, student: PiNet, teacher: PiNet, queue: FeatureQueue, classifier: nn.Linear, info: dict,
+                 cfg: PinasConfig | None = None):
+        cfg = cfg or PinasConfig()
+        fwd = lambda m, xb, arch, ctx: classifier(m.features(xb, arch, ctx))  # noqa: E731
+        super().__init__(job, student.net, forward_fn=fwd)
+        b = job.budget
+        if cfg.score_bn == "recal":
+            if any(bn.running_mean is None for bn in student.net.modules()
+                   if isinstance(bn, nn.modules.batchnorm._BatchNorm)):
+                raise JobFailed("pinas score_bn='recal' needs BN layers with running statistics (bn_track=True); "
+                                "use score_bn='batch' on this space")
+            recal = train_images(job, cfg.recal_images, "pinas-recal-images")
+            self.evaluator = SupernetEvaluator(
+                student.net, job.data.score_x, job.data.score_y, bn_mode="recal", recal_x=recal,
+                recal_batches=math.ceil(len(recal) / b.eval_batch_size), batch_size=b.eval_batch_size,
+                progress=job.progress, forward_fn=fwd, autocast=getattr(job, "autocast", None))
+        self.device = job.device
         self.student, self.teacher, self.queue, self.classifier, self.info = student, teacher, queue, classifier, info
+
+    def score(self, archs: Sequence[Arch]) -> np.ndarray:
+        devices = [self.device] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            return super().score(archs)
 
     def extra(self) -> dict:
         return dict(self.info)
@@ -421,6 +533,9 @@ class PinasScorer(SupernetScorer):
 @register_method("pinas-no-mt", mean_teacher=False)
 @register_method("pinas-no-neg", negatives=False)
 @register_method("pinas-no-ds", share_downsample=False)
+@register_method("pinas-sampled-ema", ema_sampled_only=True)
+@register_method("pinas-shuffle-bn", shuffle_bn_groups=4)
+@register_method("pinas-batch-bn", score_bn="batch")
 class Pinas(Method):
     Config = PinasConfig
 
@@ -432,22 +547,42 @@ class Pinas(Method):
         return EMA_BY_BUDGET.get(job.budget.name, 0.99)
 
     def build_student(self, job) -> PiNet:
+        """The student; ``student.ops`` maps (decision, choice) to its candidate operator modules."""
         cfg = self.config
+        ops: dict[tuple[int, int], list[nn.Module]] = {}
+
+        def factory(spec):  # the space's own operators (same modules, same init order), recorded
+            op = job.space.default_op(spec)
+            ops.setdefault((spec.decision, spec.choice), []).append(op)
+            return op
+
         if cfg.share_downsample:
-            net = job.build_supernet()
+            net = job.build_supernet(op_factory=factory)
         else:
             if not getattr(job.space, "supports_downsample_sharing", False) or not hasattr(job.net_cfg, "share_downsample"):
                 raise JobFailed(f"{self.name}: space '{job.space.name}' has no downsample-sharing option to turn "
                                 "off; run this ablation on a space that has one (e.g. the ResNet probe suite)")
-            net = job.build_supernet(share_downsample=False)
+            net = job.build_supernet(op_factory=factory, share_downsample=False)
         width = feature_width(net, job)
         job.seed_torch("pinas-proj-init")
         proj = ProjectionHead(width, cfg.proj_hidden or width, cfg.proj_dim).to(job.device)
-        return PiNet(net, proj)
+        student = PiNet(net, proj)
+        student.ops = ops
+        return student
+
+    @staticmethod
+    def unsampled_params(student: PiNet, paths: Sequence[Arch]) -> frozenset[int]:
+        """Positions in ``student.parameters()`` of candidate operators on none of ``paths``: what the
+        sampled-blocks-only EMA leaves alone (stem, fixed layers and heads are on every path)."""
+        index = {id(p): i for i, p in enumerate(student.parameters())}
+        used = {(d, c) for arch in paths for d, c in enumerate(arch)}
+        on = {id(p) for key in used for m in student.ops.get(key, []) for p in m.parameters()}
+        return frozenset(index[id(p)] for key, mods in student.ops.items() if key not in used
+                         for m in mods for p in m.parameters() if id(p) not in on)
 
     def check_collapse(self, student: PiNet, job, archs: Sequence[Arch]) -> dict:
         """Raw-embedding variance (absolute, then relative to the mean square); raises Collapsed."""
-        x = job.data.search_x[:128]
+        x = collapse_images(job)
         fwd = lambda m, xb, arch, ctx: m(xb, arch, ctx)  # noqa: E731
         raw = check_not_collapsed(student, x, archs, forward_fn=fwd, threshold=self.config.collapse_threshold)
         # scale-free: z / rms(z) has variance = relative_variance(z); all-zero z gives 0 -> collapsed
@@ -457,6 +592,11 @@ class Pinas(Method):
 
     def fit(self, job):
         cfg = self.config
+        if cfg.score_bn not in ("recal", "batch"):
+            raise ConfigError(f"pinas score_bn='{cfg.score_bn}': use 'recal' (the paper) or 'batch'")
+        if cfg.recal_images < 1 or cfg.shuffle_bn_groups < 1:
+            raise ConfigError(f"pinas recal_images={cfg.recal_images}, shuffle_bn_groups={cfg.shuffle_bn_groups}: "
+                              "both must be >= 1")
         space = job.space
         lam = self.ema_lambda(job)
         student = self.build_student(job)
@@ -471,9 +611,13 @@ class Pinas(Method):
                           blur_p=cfg.blur_p, blur_sigma=cfg.blur_sigma, blur_ref_size=cfg.blur_ref_size,
                           mean=job.data.mean, std=job.data.std)
         info = {"ema_lambda": lam, "queue_len": cfg.queue_len, "temperature": cfg.temperature, "lr": cfg.lr,
-                "weight_decay": cfg.weight_decay, "linear_lr": cfg.linear_lr}
+                "weight_decay": cfg.weight_decay, "linear_lr": cfg.linear_lr, "score_bn": cfg.score_bn,
+                "recal_images": cfg.recal_images if cfg.score_bn == "recal" else 0,
+                "shuffle_bn_groups": cfg.shuffle_bn_groups, "ema_sampled_only": cfg.ema_sampled_only}
         job.state["pinas"] = info
-        counts = {"equal_path_steps": 0}
+        counts = {"equal_path_steps": 0, "pretext_correct": 0.0, "pretext_seen": 0}
+        groups = max(1, int(cfg.shuffle_bn_groups))
+        paths: dict[str, tuple[Arch, Arch]] = {}
         # the linear classifier of the supernet (`net.head`) is not trained in the unsupervised phase
         params = [p for n, p in student.named_parameters() if not n.startswith("net.head.")]
         trainer = SupernetTrainer(job, model, params=params, lr=cfg.lr, momentum=cfg.momentum,
@@ -485,11 +629,18 @@ class Pinas(Method):
             del y  # unsupervised: labels are never read (tests shuffle them)
             views = augment_views(x, 4, torch_generator("job", job.seed, "pinas-views", step), aug)
             arch_i, arch_j = sample_paths(space, rng, cfg.cross_path, cfg.paths_differ_everywhere)
+            paths["last"] = (arch_i, arch_j)
             counts["equal_path_steps"] += arch_i == arch_j
-            z_i, z_j = student(views[0], arch_i), student(views[1], arch_j)
+            z_i, z_j = grouped_forward(student, views[0], arch_i, groups), grouped_forward(student, views[1], arch_j, groups)
             with torch.no_grad():
                 teacher.train()
-                zt_i, zt_j = teacher(views[2], arch_i), teacher(views[3], arch_j)
+                perm = (torch.randperm(len(x), generator=torch_generator("job", job.seed, "pinas-shuffle-bn", step))
+                        .to(x.device) if groups > 1 else None)
+                zt_i = grouped_forward(teacher, views[2], arch_i, groups, perm)
+                zt_j = grouped_forward(teacher, views[3], arch_j, groups, perm)
+                if cfg.negatives and step >= pretext_from:
+                    counts["pretext_correct"] += len(x) * positive_top1(z_i, zt_j, queue.buffer)
+                    counts["pretext_seen"] += len(x)
             loss = pinas_loss(z_i, z_j, zt_i, zt_j, queue.buffer if cfg.negatives else None, cfg.temperature)
             loss.backward()
             job.counters.add_path(len(x), forward=2, backward=2)  # student: paths i and j
@@ -515,18 +666,22 @@ class Pinas(Method):
             counts.update(s["counts"])
 
         check_archs = [space.sample(job.rng("collapse")) for _ in range(4)]
+        pretext_from = trainer.total_steps - max(1, trainer.total_steps // 10)  # pretext accuracy: last 10 %
+
+        def after_step(_s) -> None:
+            skip = self.unsampled_params(student, paths["last"]) if cfg.ema_sampled_only else frozenset()
+            ema_update(teacher, student, lam, skip)
 
         def curve_scorer() -> PinasScorer:
             with torch.enable_grad():  # the curve scores under no_grad; the linear head itself trains
                 classifier, _ = linear_evaluation(job, model, cfg, job.rng("pinas-linear-path"),
                                                   cfg.curve_linear_share, checkpoints=False)
-            return PinasScorer(job, student, teacher, queue, classifier, info)
+            return PinasScorer(job, student, teacher, queue, classifier, info, cfg)
 
         job.set_curve_scorer(curve_scorer, note=f"pinas: linear evaluation shortened to {cfg.curve_linear_share:g} "
                                                 f"of its steps at points before 100 %")
         try:
-            trainer.run(step, get_state=get_state, set_state=set_state,
-                        after_step=lambda _s: ema_update(teacher, student, lam))
+            trainer.run(step, get_state=get_state, set_state=set_state, after_step=after_step)
         except Collapsed:
             raise
         except JobFailed:
@@ -537,8 +692,10 @@ class Pinas(Method):
             trainer.save(get_state())  # training done: a job stopped in its linear evaluation resumes there
         info.update(self.check_collapse(student, job, check_archs))
         info.update(equal_path_steps=int(counts["equal_path_steps"]), train_steps=trainer.total_steps,
+                    pretext_top1_last10pct=(counts["pretext_correct"] / counts["pretext_seen"]
+                                            if counts["pretext_seen"] else None),
                     train_forward_images=job.counters.path_forward_images,
                     train_backward_images=job.counters.path_backward_images)
         classifier, lin = linear_evaluation(job, model, cfg, job.rng("pinas-linear-path"))
         info.update(lin)
-        return PinasScorer(job, student, teacher, queue, classifier, info)
+        return PinasScorer(job, student, teacher, queue, classifier, info, cfg)

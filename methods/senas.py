@@ -9,19 +9,32 @@ training") over the *current* space, continuing the run's data order. After each
 
 1. **Evaluation stability (Eq. 4)** - ``snapshots`` (K) weight snapshots taken at evenly spaced
    iterations of the stage's last epoch are averaged; P(a) is an architecture's accuracy under the
-   averaged weights on the ``search`` split (never the reserved ``score`` subset).
+   averaged weights on ``eval_images`` images of the ``search`` split (never the reserved ``score``
+   subset), a seeded uniform draw fixed for the job. Not a prefix of the split: the CIFAR-10 JPEG
+   source stores it class by class, and until issue 19 the first 1,024 images were all class 0, so
+   P(a) measured how often a path predicts that class (the committed study's SI values were
+   0.11-0.14, near chance, while the same weights scored 0.5-0.7 on the balanced ``score`` subset).
 2. **Selection importance (Eq. 5)** - SI_o = mean P(a) over sampled architectures that contain o. By
    default one shared sample of n architectures from the current space (each contributes to every
-   operator it contains; the whole current space when it holds <= n); ``si_sampling="per_operator"``
-   draws n architectures per operator (the paper's 1000 at ImageNet scale, variant ``senas-paper``).
+   operator it contains, so an NB201 operator gets about n/5; the whole current space when it holds
+   <= n, and then SI is exact); ``si_sampling="per_operator"`` draws n architectures per operator
+   (the paper's 1,000 at ImageNet scale, variant ``senas-paper``: 30 x 1,000 evaluations per stage on
+   NB201, some 25x the training cost at `study`). SI's standard error (sd of the P(a) / sqrt(n_o);
+   0 when enumerated) is recorded per operator; see *Noise* below for the default n.
 3. **Selection confidence (Eq. 6)** - SC_o = Var(SI) over the operators still in o's decision
    (population variance).
 4. **Score (Eq. 7)** - S_o = normalize(SI_o) / normalize(SC_o) with normalize(x) = x / mean(x) over all
    operators of the current space. The paper only says "mean normalisation"; dividing by the mean
    keeps both terms positive, so the ratio keeps its meaning (low importance and high confidence ->
-   low score). A decision whose operators all tie (or that has one operator left) has SC = 0 and
-   its operators score +inf: there is no confidence to prune it. If no decision has any spread
-   (mean SC = 0) the score falls back to normalize(SI).
+   low score). Both means are global constants, so S_o = SI_o / SC_o x mean(SC) / mean(SI): the
+   normalisation never changes the ranking (kept for fidelity; tested). SC = 0 is treated
+   explicitly, not as +inf: a decision with one operator left, or whose operators' SI tie exactly,
+   has no score and its operators are *protected* (recorded with the reason) - Eq. 7 is undefined
+   there and there is no confidence to prune them. If fewer than k operators are prunable, fewer
+   go (the stage records how many short and warns); +inf used to let k > prunable cut protected
+   operators in index order. ``score_rule="si"`` scores by normalize(SI) alone (variant
+   ``senas-si-only``, Table 6's "SPOS + Shrinking (SI)" row, so it also does not expand; compare it
+   with ``senas-no-expand``, the "(SI + SC)" row).
 5. **Shrinking** - the ``k`` operators with the lowest S_o over the whole space are removed, never a
    decision's last operator.
 6. **Expanding** - adjacent decisions (consecutive decision indices) are merged shallow to deep while
@@ -42,6 +55,34 @@ ordered by its *last estimate*, its score under the snapshot-averaged weights of
 which it was still in the space (the weights that decided its removal), measured with the shared
 evaluator on the ``score`` subset. Survivors are scored with the final stage's averaged weights
 (Eq. 4 also drives the paper's final ranking; ``average_final=False`` uses the last weights).
+
+The full-set tau is *tier-constructed*: removed architectures are ranked below every survivor by
+construction, so it rewards the shrink order as much as the final supernet. It stays the number
+paired with other methods (every method ranks the same set); the ``survivors`` subset's tau (the
+final stage's space, listed in ``extra()["survivor_archs"]``, scored into ``scores.csv`` and reported
+by aggregation as its own subset in ``metrics.csv`` and under the method's summary row) measures the
+final supernet alone.
+
+Noise. Per stage the history records each operator's SI standard error, the median SE, the median
+SI difference between two operators of one decision and the share of such pairs whose difference
+is below its standard error sqrt(SE_a^2 + SE_b^2). A removal whose SI is within that of the kept
+operator of its decision nearest to it is a *close call*: ``extra()["warnings"]`` gets one line per
+close call (and one per stage that removed fewer than k), with the numbers in the history.
+
+The default n is 1,000 (100 before issue 19), chosen by measurement at `smoke` (the study's shapes,
+3 epochs, seed 0; stage 0 over all 15,625 architectures): the median SI standard error was 0.0100 /
+0.0052 / 0.0028 at n = 100 / 300 / 1,000 against a median SI difference between two operators of one
+decision of 0.015 / 0.012 / 0.011, and 47 % / 37 % / 22 % of those pairs differed by less than their
+standard error; at n = 1,000 stage 1's space (375) is enumerated, so its SI is exact. Cost: one P(a)
+on 1,024 images costs about 3 training steps (0.21 CPU s against 0.066-0.075 s per step at these
+shapes); at `study` n = 1,000 adds at most 2,000 evaluations to 19,500 steps (stage 0: 965 distinct,
+stage 1: 375 at smoke), about 20-30 % of SPOS's training. Where the committed study's SE-NAS time went
+(1,626 s against SPOS's 869 s, n = 100): stages 0 and 1 took 259 s and 333 s for 6,500 steps each
+(median 0.81 and 1.05 s per 20 steps, SPOS 0.79), stage 2 878 s (median 2.52 s per 20 steps, 794 s
+in intervals over 2 s, up to 19 s) with a smaller network, which no per-step work explains and which
+the next job (stcnas) shows too, i.e. a loaded machine; P(a) took 11 s and 12 s, the curve points 109 s against SPOS's 80 s (no prefix
+cache with a partial-model ``ctx``). In CPU time the three stages' training matches SPOS (16.5, 14.3,
+7.9 s at smoke). Without the neighbours SE-NAS at n = 1,000 comes to about 1.2-1.35x SPOS's wall.
 
 The shrink/merge history is written to ``<job_dir>/senas_history.json`` and summarised in ``extra()``.
 """
@@ -72,6 +113,10 @@ Op = tuple[int, int]  # (decision, choice)
 
 HISTORY_FILE = "senas_history.json"
 TIER_GAP = 2.0  # scores lie in [0, 1 + 1/n) < 2: tiers offset by 2 never overlap
+SURVIVORS_LISTED = 200  # survivor architectures listed in the job's extra (all are in scores.csv)
+TAU_NOTE = ("tier-constructed: architectures removed by a shrink rank below every survivor, by the "
+            "shrink that removed them, so the full-set tau rewards the shrink order as much as the final "
+            "supernet; the `survivors` subset's tau measures the final supernet alone")
 
 
 @dataclass(frozen=True)
@@ -82,9 +127,10 @@ class SenasConfig(MethodConfig):
     threshold: int = 50  # T: merged groups hold at most T partial models (the paper: 50)
     expand: bool = True  # False: shrinking only (ablation)
     snapshots: int = 5  # K weight snapshots over the last epoch of a stage (Eq. 4)
-    si_samples: int = 100  # n architectures for SI (Eq. 5): shared sample, or per operator
+    si_samples: int = 1000  # n architectures for SI (Eq. 5): shared sample, or per operator (was 100)
     si_sampling: str = "shared"  # "shared" | "per_operator" (the paper's protocol)
-    eval_images: int = 1024  # search-split images for P(a); 0 = the whole search split
+    score_rule: str = "si_sc"  # "si_sc": Eq. 7; "si": SI alone (Table 6's "Shrinking (SI)" row)
+    eval_images: int = 1024  # search-split images for P(a) (a seeded class-mixed draw); 0 = all of it
     max_enumerate: int = 5000  # survivors subset: enumerated up to this size, else sampled
     survivor_sample: int = 1000
     average_final: bool = True  # score with the final stage's averaged weights (Eq. 4)
@@ -126,7 +172,9 @@ def sample_alive(alive: Alive, rng: np.random.Generator, allowed: Callable[[Arch
 class OperatorScores:
     si: dict[Op, float]  # selection importance (Eq. 5)
     sc: dict[Op, float]  # selection confidence (Eq. 6)
-    score: dict[Op, float]  # S_o (Eq. 7)
+    score: dict[Op, float]  # S_o (Eq. 7) of every operator that may be pruned
+    protected: dict[Op, str] = dataclasses.field(default_factory=dict)  # not prunable, with the reason
+    si_se: dict[Op, float] = dataclasses.field(default_factory=dict)  # standard error of SI_o (sampling)
 
 
 def _normalize(values: dict[Op, float]) -> dict[Op, float]:
@@ -137,24 +185,38 @@ def _normalize(values: dict[Op, float]) -> dict[Op, float]:
     return {o: v / mean for o, v in values.items()}
 
 
-def operator_scores(si: dict[Op, float]) -> OperatorScores:
+SC_ZERO = "SC = 0: every operator of the decision has the same SI, no confidence to prune it"
+LAST_OP = "the decision's last operator"
+
+
+def operator_scores(si: dict[Op, float], rule: str = "si_sc", si_se: dict[Op, float] | None = None) -> OperatorScores:
     """S_o = normalize(SI_o) / normalize(SC_o), SC_o = Var over o's decision of SI (Eq. 6-7).
 
-    Zero confidence (every operator of the decision ties) gives +inf: never pruned first.
+    ``normalize`` divides by the mean over all operators of the space, i.e. by two global
+    constants, so S_o = SI_o / SC_o x const: the normalisation never changes the ranking.
+    SC_o = 0 is handled explicitly, not as +inf: a decision with one operator left, or whose
+    operators' SI all tie exactly, gets no score and is ``protected`` (never pruned, whatever k).
+    ``rule="si"`` (Table 6's SI-only ablation) scores by normalize(SI_o) alone; SC is still recorded.
     """
     by_decision: dict[int, list[float]] = {}
     for (d, _c), v in si.items():
         by_decision.setdefault(d, []).append(v)
     sc = {(d, c): float(np.var(by_decision[d])) for (d, c) in si}
     nsi, nsc = _normalize(si), _normalize(sc)
-    score = {o: (nsi[o] / nsc[o] if nsc[o] > 0 else math.inf) for o in si}
-    return OperatorScores(si=dict(si), sc=sc, score=score)
+    protected = {o: LAST_OP for o in si if len(by_decision[o[0]]) == 1}
+    if rule == "si":
+        score = {o: nsi[o] for o in si if o not in protected}
+    else:
+        protected.update({o: SC_ZERO for o in si if o not in protected and sc[o] <= 0})
+        score = {o: nsi[o] / nsc[o] for o in si if o not in protected}
+    return OperatorScores(si=dict(si), sc=sc, score=score, protected=protected, si_se=dict(si_se or {}))
 
 
 def shrink(alive: Alive, score: dict[Op, float], k: int) -> tuple[Alive, list[Op]]:
     """Remove the ``k`` lowest-scoring operators over the whole space, never a decision's last one.
 
-    Ties are broken by (decision, choice) so the result is deterministic.
+    Only operators in ``score`` can go (protected ones have none); fewer than ``k`` go when fewer
+    are prunable. Ties are broken by (decision, choice) so the result is deterministic.
     """
     left = {d: len(a) for d, a in enumerate(alive)}
     removed: list[Op] = []
@@ -168,6 +230,38 @@ def shrink(alive: Alive, score: dict[Op, float], k: int) -> tuple[Alive, list[Op
         left[d] -= 1
     gone = set(removed)
     return tuple(tuple(c for c in a if (d, c) not in gone) for d, a in enumerate(alive)), removed
+
+
+def si_standard_error(values: Sequence[float], population: int | None = None) -> float:
+    """Standard error of a mean of sampled P(a): sd / sqrt(n) (0 for one value); ``population``
+    (sampling without replacement from that many) applies the finite-population correction, so an
+    enumerated population has SE 0 (its SI is exact up to the evaluation images' own noise)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    se = float(np.std(values, ddof=1)) / math.sqrt(n)
+    if population is not None and population > 1:
+        se *= math.sqrt(max(0.0, (population - n) / (population - 1)))
+    return se
+
+
+def close_calls(scores: OperatorScores, removed: Sequence[Op]) -> list[dict]:
+    """Removals decided inside SI's noise: per removed operator, the kept operator of the same
+    decision with the nearest SI, when the SI difference is below the difference's standard error
+    sqrt(SE_r^2 + SE_k^2). Inside a decision S orders operators as SI does (one SC per decision),
+    so these are the removals that another draw of architectures could have reversed."""
+    gone = set(removed)
+    out = []
+    for r in removed:
+        kept = [o for o in scores.si if o[0] == r[0] and o not in gone]
+        if not kept:
+            continue
+        k = min(kept, key=lambda o: (abs(scores.si[o] - scores.si[r]), o))
+        diff = abs(scores.si[k] - scores.si[r])
+        se = math.sqrt(scores.si_se.get(r, 0.0) ** 2 + scores.si_se.get(k, 0.0) ** 2)
+        if diff < se:
+            out.append({"removed": r, "kept": k, "si_diff": diff, "se": se})
+    return out
 
 
 # --- expanding -----------------------------------------------------------------------------------
@@ -383,11 +477,8 @@ class _StageModel:
     grouping: Grouping
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None  # JSON has no inf: null = protected (SC = 0)
-
-
 @register_method("senas-no-expand", expand=False)
+@register_method("senas-si-only", score_rule="si", expand=False)
 @register_method("senas-paper", si_sampling="per_operator", si_samples=1000, eval_images=0)
 @register_method("senas")
 class Senas(Method):
@@ -407,6 +498,8 @@ class Senas(Method):
             raise ConfigError(f"SE-NAS si_samples={c.si_samples}: n must be >= 1")
         if c.si_sampling not in ("shared", "per_operator"):
             raise ConfigError(f"SE-NAS si_sampling='{c.si_sampling}': use 'shared' or 'per_operator'")
+        if c.score_rule not in ("si_sc", "si"):
+            raise ConfigError(f"SE-NAS score_rule='{c.score_rule}': use 'si_sc' (Eq. 7) or 'si' (SI only)")
         if c.eval_images < 0:
             raise ConfigError(f"SE-NAS eval_images={c.eval_images}: use 0 (all) or a positive count")
         if c.stage_fractions and (len(c.stage_fractions) != c.stages + 1 or min(c.stage_fractions) <= 0):
@@ -469,7 +562,7 @@ class Senas(Method):
                                     if cfg.expand else (), n_dec)
             n_copies = expand(ops, grouping, new_grouping, new_alive)
             history["stages"].append(self._stage_record(space, stage, steps[stage], scores, removed, new_alive,
-                                                        new_grouping, size_before, n_eval, n_copies))
+                                                        new_grouping, size_before, n_eval, n_copies, cfg.k))
             job.log.info("senas stage %d: removed %s; groups %s; space %d -> %d", stage,
                          [f"{space.decisions[d].name}:{space.decisions[d].choices[c]}" for d, c in removed],
                          new_grouping.groups, size_before, alive_size(new_alive))
@@ -523,21 +616,25 @@ class Senas(Method):
         return averager
 
     # --- operator scores (Eq. 4-7) on the search split ------------------------------------------
-    def _si_archs(self, job, alive: Alive, stage: int) -> dict[Op, list[Arch]]:
-        """The architectures each operator's SI averages over (with multiplicity)."""
+    def _si_archs(self, job, alive: Alive, stage: int) -> tuple[dict[Op, list[Arch]], bool]:
+        """The architectures each operator's SI averages over (with multiplicity), and whether they
+        are an enumeration (SI exact: no sampling error) rather than a sample (with replacement)."""
         cfg, allowed = self.config, job.space.is_allowed
         rng = job.rng(f"senas-si-{stage}")
         ops = [(d, c) for d, a in enumerate(alive) for c in a]
         per_op: dict[Op, list[Arch]] = {o: [] for o in ops}
         if cfg.si_sampling == "per_operator":
+            exact = True
             for d, c in ops:
                 sub = alive[:d] + ((c,),) + alive[d + 1:]
                 if alive_size(sub) <= cfg.si_samples:
                     per_op[(d, c)] = enumerate_alive(sub, allowed)
                 else:
+                    exact = False
                     per_op[(d, c)] = [sample_alive(alive, rng, allowed, fixed={d: c}) for _ in range(cfg.si_samples)]
-            return per_op
-        if alive_size(alive) <= cfg.si_samples:
+            return per_op, exact
+        exact = alive_size(alive) <= cfg.si_samples
+        if exact:
             archs = enumerate_alive(alive, allowed)  # exact expectation of Eq. 5
         else:
             archs = [sample_alive(alive, rng, allowed) for _ in range(cfg.si_samples)]
@@ -547,37 +644,68 @@ class Senas(Method):
         for (d, c), lst in per_op.items():  # every operator gets at least one architecture
             if not lst:
                 lst.append(sample_alive(alive, rng, allowed, fixed={d: c}))
-        return per_op
+        return per_op, exact
+
+    @staticmethod
+    def eval_subset(job, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` search-split images for P(a), a seeded uniform draw (the same at every stage).
+
+        Not a prefix: a data source may store the split class by class (the CIFAR-10 JPEG archive
+        does: the first 1,024 search images are all one class, so a prefix measured how often a
+        path predicts that class)."""
+        total = len(job.data.search_y)
+        if not n or n >= total:
+            return job.data.search_x, job.data.search_y
+        idx = np.sort(job.rng("senas-eval-images").choice(total, size=n, replace=False))
+        i = torch.as_tensor(idx, dtype=torch.long, device=job.data.search_y.device)
+        return job.data.search_x[i], job.data.search_y[i]
 
     def _score_operators(self, job, avg_model, grouping: Grouping, alive: Alive,
                          stage: int) -> tuple[OperatorScores, int]:
         b, cfg = job.budget, self.config
-        n = cfg.eval_images or len(job.data.search_y)
+        x, y = self.eval_subset(job, cfg.eval_images)
         evaluator = SupernetEvaluator(
-            avg_model, job.data.search_x[:n], job.data.search_y[:n], bn_mode=b.bn_mode,
+            avg_model, x, y, bn_mode=b.bn_mode,
             recal_x=job.data.recal_x(b.recal_batches * b.eval_batch_size), recal_batches=b.recal_batches,
             batch_size=b.eval_batch_size, ctx_fn=grouping.ctx, progress=job.progress,
             autocast=job.autocast)  # bf16 forwards with --precision bf16, as the shared evaluator
-        per_op = self._si_archs(job, alive, stage)
+        per_op, exact = self._si_archs(job, alive, stage)
         unique = list(dict.fromkeys(a for lst in per_op.values() for a in lst))
         evaluator.score(unique)
         job.counters.add_path(len(evaluator.y), forward=len(unique), backward=0)  # search cost, visible
         p = dict(zip(unique, evaluator.last_accuracy.tolist()))  # P(a), Eq. 4
         si = {o: float(np.mean([p[a] for a in lst])) for o, lst in per_op.items()}
-        return operator_scores(si), len(unique)
+        se = {o: 0.0 if exact else si_standard_error([p[a] for a in lst]) for o, lst in per_op.items()}
+        return operator_scores(si, cfg.score_rule, se), len(unique)
 
     @staticmethod
     def _stage_record(space, stage, steps, scores: OperatorScores, removed, alive: Alive, grouping: Grouping,
-                      size_before, n_eval, n_copies) -> dict:
+                      size_before, n_eval, n_copies, k: int) -> dict:
         def name(o):
             return {"decision": space.decisions[o[0]].name, "op": space.decisions[o[0]].choices[o[1]]}
 
         gone = set(removed)
+        by_decision: dict[int, list[Op]] = {}
+        for o in sorted(scores.si):
+            by_decision.setdefault(o[0], []).append(o)
+        pairs = [(a, b) for ops in by_decision.values() for a, b in itertools.combinations(ops, 2)]
+        diffs = [abs(scores.si[a] - scores.si[b]) for a, b in pairs]
+        pair_se = [math.sqrt(scores.si_se.get(a, 0.0) ** 2 + scores.si_se.get(b, 0.0) ** 2) for a, b in pairs]
         return {
             "stage": stage, "steps": steps, "space_size_before": size_before, "archs_evaluated": n_eval,
-            "operators": [{**name(o), "si": scores.si[o], "sc": scores.sc[o], "score": _finite(scores.score[o]),
+            "operators": [{**name(o), "si": scores.si[o], "si_se": scores.si_se.get(o, 0.0), "sc": scores.sc[o],
+                           "score": scores.score.get(o), "protected": scores.protected.get(o),
                            "removed": o in gone} for o in sorted(scores.si)],
-            "removed": [{**name(o), "score": _finite(scores.score[o])} for o in removed],
+            "removed": [{**name(o), "score": scores.score[o]} for o in removed],
+            "removed_short_of_k": max(0, k - len(removed)),
+            # SI noise against SI differences, over pairs of operators of one decision
+            "si_se_median": float(np.median(list(scores.si_se.values()))) if scores.si_se else 0.0,
+            "si_pair_diff_median": float(np.median(diffs)) if diffs else None,
+            "si_pairs_within_se": (sum(d < s for d, s in zip(diffs, pair_se)) / len(pairs)) if pairs else None,
+            "close_calls": [{"decision": space.decisions[c["removed"][0]].name,
+                             "removed": space.decisions[c["removed"][0]].choices[c["removed"][1]],
+                             "kept": space.decisions[c["kept"][0]].choices[c["kept"][1]],
+                             "si_diff": c["si_diff"], "se": c["se"]} for c in close_calls(scores, removed)],
             "alive_after": {space.decisions[d].name: [space.decisions[d].choices[c] for c in a]
                             for d, a in enumerate(alive)},
             "space_size_after": alive_size(alive),
@@ -585,6 +713,20 @@ class Senas(Method):
                         "partial_models": math.prod(len(alive[d]) for d in g)} for g in grouping.groups],
             "weight_copies": n_copies,
         }
+
+
+def stage_warnings(history: dict) -> list[str]:
+    """One plain sentence per detected fallback: a removal decided inside SI's noise, a stage that
+    removed fewer than k operators (the rest protected)."""
+    out = []
+    for st in history.get("stages", []):
+        for c in st.get("close_calls", []):
+            out.append(f"SE-NAS stage {st['stage']}, {c['decision']}: SI of {c['removed']} (removed) and "
+                       f"{c['kept']} (kept) differ by {c['si_diff']:.4f} < SE {c['se']:.4f}")
+        if st.get("removed_short_of_k"):
+            out.append(f"SE-NAS stage {st['stage']}: removed {len(st['removed'])} operators, "
+                       f"{st['removed_short_of_k']} short of k (the rest are protected: SC = 0 or last operator)")
+    return out
 
 
 class SenasScorer(Scorer):
@@ -641,11 +783,27 @@ class SenasScorer(Scorer):
         return survivors[int(np.argmax(scores))]
 
     def extra(self) -> dict:
+        space = self.job.space
+        stages = self.history["stages"]
+        survivors = self.subsets()["survivors"]
         return {
             "history_file": HISTORY_FILE,
             "stage_steps": self.history["stage_steps"],
-            "removed": [[f"{r['decision']}:{r['op']}" for r in st["removed"]] for st in self.history["stages"]],
-            "groups": [[g["decisions"] for g in st["groups"]] for st in self.history["stages"]],
-            "space_size": [st["space_size_after"] for st in self.history["stages"]],
+            "removed": [[f"{r['decision']}:{r['op']}" for r in st["removed"]] for st in stages],
+            "groups": [[g["decisions"] for g in st["groups"]] for st in stages],
+            "space_size": [st["space_size_after"] for st in stages],
             "survivors": alive_size(self.alive),
+            # the final stage's space: its operators, and its architectures (the `survivors` subset of
+            # scores.csv, whose metrics aggregation reports beside the full set's)
+            "survivor_ops": {space.decisions[d].name: [space.decisions[d].choices[c] for c in a]
+                             for d, a in enumerate(self.alive)},
+            "survivor_archs": [space.format(a) for a in survivors[:SURVIVORS_LISTED]],
+            "survivor_archs_listed": min(len(survivors), SURVIVORS_LISTED),
+            "si_se_median": [st["si_se_median"] for st in stages],
+            "si_pair_diff_median": [st["si_pair_diff_median"] for st in stages],
+            "si_pairs_within_se": [st["si_pairs_within_se"] for st in stages],
+            "si_close_calls": [{"stage": st["stage"], **c} for st in stages for c in st["close_calls"]],
+            "removed_short_of_k": [st["removed_short_of_k"] for st in stages],
+            "metric_notes": {"scored": TAU_NOTE},
+            "warnings": stage_warnings(self.history),
         }

@@ -146,4 +146,14 @@ def summary_table(summary: pd.DataFrame, results: list[dict], gt_column: str) ->
         bad = [f"s{r['seed']}: {r['status']} ({r.get('reason')})" for r in results
                if r["method"] == method and r["status"] != "done"]
         lines += [f"    {b}" for b in bad]
+        lines += subset_lines(summary, method, gt_column)
     return "\n".join(lines)
+
+
+def subset_lines(summary: pd.DataFrame, method: str, gt_column: str) -> list[str]:
+    """The Kendall tau on a method's own subsets (SE-NAS `survivors`), printed under its row beside
+    the full-set tau (which stays the number paired with other methods)."""
+    s = summary[(summary["gt"] == gt_column) & (summary["method"] == method) & (summary["metric"] == "kendall_tau")
+                & (~summary["subset"].isin(["scored", "derived"]))]
+    return [f"    subset {r.subset}: kendall_tau {r.mean:+.3f} ± {r.std:.3f} ({int(r.n_seeds)} seeds)"
+            for r in s.itertuples()]

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import methods.pinas as pinas_module
@@ -368,3 +369,163 @@ def test_views_are_seeded_distinct_and_crop_is_exact_at_full_scale():
     gray = dataclasses.replace(plain, gray_p=1.0, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0))
     (g,) = augment_views(x.clamp(-0.5, 0.5), 1, torch.Generator().manual_seed(0), gray)
     torch.testing.assert_close(g[:, 0], g[:, 1])
+
+
+# --- issue 19: who sees which view, what the queue holds, BN re-estimation, sampled-blocks EMA ------
+def _is_teacher(net: nn.Module) -> bool:
+    return not next(net.parameters()).requires_grad
+
+
+def test_fit_sends_views_1_2_to_the_student_and_3_4_to_the_teacher(tmp_path, monkeypatch):
+    steps, paths = [], []
+    views_fn, paths_fn, forward = pinas_module.augment_views, pinas_module.sample_paths, pinas_module.PiNet.forward
+
+    def rec_views(x, n_views, g, aug):
+        out = views_fn(x, n_views, g, aug)
+        if n_views == 4:
+            steps.append({"views": out, "calls": []})
+        return out
+
+    def rec_paths(*a, **k):
+        pair = paths_fn(*a, **k)
+        paths.append(pair)
+        return pair
+
+    def rec_forward(self, x, arch, ctx=None):
+        if steps:
+            steps[-1]["calls"].append((_is_teacher(self), x, tuple(arch)))
+        return forward(self, x, arch, ctx)
+
+    monkeypatch.setattr(pinas_module, "augment_views", rec_views)
+    monkeypatch.setattr(pinas_module, "sample_paths", rec_paths)
+    monkeypatch.setattr(pinas_module.PiNet, "forward", rec_forward)
+    _method().fit(make_job(tmp_path))
+    assert len(steps) == len(paths) == 16
+    for st, (arch_i, arch_j) in zip(steps, paths):
+        v = st["views"]
+        want = [(False, v[0], arch_i), (False, v[1], arch_j), (True, v[2], arch_i), (True, v[3], arch_j)]
+        for (teacher, x, arch), (w_teacher, w_x, w_arch) in zip(st["calls"][:4], want):
+            assert teacher == w_teacher and arch == w_arch and torch.equal(x, w_x)
+        assert not any(torch.equal(v[a], v[b]) for a in range(4) for b in range(a))
+
+
+def test_queue_entries_are_the_teachers_outputs(tmp_path, monkeypatch):
+    seen = []
+    loss_fn = pinas_module.pinas_loss
+
+    def rec_loss(z_i, z_j, zt_i, zt_j, negatives, t):
+        seen.append([z.detach().clone() for z in (z_i, z_j, zt_i, zt_j)])
+        return loss_fn(z_i, z_j, zt_i, zt_j, negatives, t)
+
+    monkeypatch.setattr(pinas_module, "pinas_loss", rec_loss)
+    scorer = _method(queue_len=64).fit(make_job(tmp_path))  # batch 32: the last two steps' keys
+    mean_key = lambda a, b: (F.normalize(a, dim=1) + F.normalize(b, dim=1)) / 2  # noqa: E731
+    teacher_keys = torch.cat([mean_key(s[2], s[3]) for s in seen[-2:]])
+    student_keys = torch.cat([mean_key(s[0], s[1]) for s in seen[-2:]])
+    torch.testing.assert_close(scorer.queue.items(), teacher_keys, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(scorer.queue.items(), student_keys, atol=1e-3)
+
+
+def test_grouped_forward_is_shuffle_bn():
+    """Each sub-batch is normalised alone; the teacher's sub-batches are drawn from a shuffled order
+    and its outputs come back in the data order."""
+    bn = nn.BatchNorm1d(3, affine=False)
+    net = lambda x, arch: bn(x)  # noqa: E731
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pinas_module.grouped_forward(net, x, None, 1), bn(x))
+    perm = torch.tensor([3, 0, 6, 1, 7, 2, 5, 4])
+    out = pinas_module.grouped_forward(net, x, None, 2, perm)
+    for chunk in perm.view(2, 4):  # images 3, 0, 6, 1 share statistics; so do 7, 2, 5, 4
+        torch.testing.assert_close(out[chunk], bn(x[chunk]))
+    plain = pinas_module.grouped_forward(net, x, None, 2)
+    torch.testing.assert_close(plain[:4], bn(x[:4]))
+    assert not torch.allclose(out, plain)  # query and key batches hold different images
+
+
+def test_shuffle_bn_variant_trains_and_records_pretext_accuracy(tmp_path):
+    job = make_job(tmp_path)
+    scorer = _method("pinas-shuffle-bn").fit(job)
+    info = job.state["pinas"]
+    assert info["shuffle_bn_groups"] == 4 and 0.0 <= info["pretext_top1_last10pct"] <= 1.0
+    assert np.all(np.isfinite(scorer.score([job.space.sample(np.random.default_rng(0))])))
+
+
+def _bn_of(modules) -> set[int]:
+    return {id(b) for m in modules for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)}
+
+
+def test_recalibration_reestimates_only_the_scored_paths_bn_and_leaves_training_state(tmp_path):
+    job = make_job(tmp_path)
+    scorer = _method().fit(job)
+    assert scorer.evaluator.bn_mode == "recal"
+    net = scorer.student.net
+    arch = job.space.sample(np.random.default_rng(5))
+    on_path = _bn_of(m for (d, c), mods in scorer.student.ops.items() if arch[d] == c for m in mods)
+    off_path = _bn_of(m for (d, c), mods in scorer.student.ops.items() if arch[d] != c for m in mods)
+    assert on_path and off_path
+    before = {part: _clone_state(getattr(scorer, part)) for part in ("student", "teacher", "classifier")}
+    queue, rng_state = scorer.queue.buffer.clone(), torch.random.get_rng_state()
+    inputs, used = {}, {}
+
+    def hook(bn, args, _out):
+        if bn.training:  # re-estimation pass: the per-batch channel means of the BN's input
+            inputs.setdefault(id(bn), []).append(args[0].detach().mean((0, 2, 3)))
+        else:  # scoring pass: the statistics it normalises with
+            used[id(bn)] = bn.running_mean.clone()
+
+    handles = [b.register_forward_hook(hook) for b in net.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    try:
+        scorer.score([arch])
+    finally:
+        for h in handles:
+            h.remove()
+    assert not set(used) & off_path and not set(inputs) & off_path  # other paths' BN never runs
+    ran_ops = set(used) & on_path
+    assert ran_ops
+    for key in used:  # BN re-estimated on the training images (cumulative mean of the batch means)
+        torch.testing.assert_close(used[key], torch.stack(inputs[key]).mean(0), rtol=1e-4, atol=1e-5)
+        assert not torch.equal(used[key], dict(net.named_buffers())[
+            next(n for n, b in net.named_modules() if id(b) == key) + ".running_mean"])
+    for part, state in before.items():  # ...and every buffer is back afterwards
+        _assert_same_state(state, _clone_state(getattr(scorer, part)))
+    assert torch.equal(queue, scorer.queue.buffer) and torch.equal(rng_state, torch.random.get_rng_state())
+
+
+def test_batch_bn_variant_scores_with_batch_statistics(tmp_path):
+    job = make_job(tmp_path)
+    scorer = _method("pinas-batch-bn").fit(job)
+    assert scorer.evaluator.bn_mode == "batch" and job.state["pinas"]["recal_images"] == 0
+
+
+def test_recal_images_are_a_seeded_draw_not_a_prefix(tmp_path):
+    job = make_job(tmp_path)
+    order = torch.argsort(job.data.train_y, stable=True)  # a class-sorted training split
+    job.data = dataclasses.replace(job.data, train_x=job.data.train_x[order], train_y=job.data.train_y[order])
+    x = pinas_module.train_images(job, 64, "pinas-recal-images")
+    labels = [int(job.data.train_y[(job.data.train_x == xi).flatten(1).all(1)][0]) for xi in x]
+    assert len(x) == 64 and len(set(labels)) > 3
+    assert torch.equal(x, pinas_module.train_images(job, 64, "pinas-recal-images"))
+
+
+def test_sampled_blocks_only_ema_leaves_the_other_blocks(tmp_path, monkeypatch):
+    paths = []
+    paths_fn = pinas_module.sample_paths
+    monkeypatch.setattr(pinas_module, "sample_paths", lambda *a, **k: paths.append(paths_fn(*a, **k)) or paths[-1])
+    job = make_job(tmp_path / "a", epochs=0.125)  # one step
+    m = _method("pinas-sampled-ema")
+    init = m.build_student(make_job(tmp_path / "b"))
+    scorer = m.fit(job)
+    lam = job.state["pinas"]["ema_lambda"]
+    (arch_i, arch_j), = paths
+    skip = Pinas.unsampled_params(scorer.student, [arch_i, arch_j])
+    assert skip and len(skip) < len(list(init.parameters()))
+    for i, (w0, t, s) in enumerate(zip(init.parameters(), scorer.teacher.parameters(), scorer.student.parameters())):
+        if i in skip:
+            assert torch.equal(t, w0)  # not on path i or j: the teacher keeps its weights
+        else:
+            torch.testing.assert_close(t, lam * w0 + (1 - lam) * s, rtol=1e-6, atol=1e-7)
+    # skipped = candidate operators of choices on neither path, nothing else
+    ops_off = {id(p) for (d, c), mods in scorer.student.ops.items() if c not in (arch_i[d], arch_j[d])
+               for mod in mods for p in mod.parameters()}
+    params = list(scorer.student.parameters())
+    assert {id(params[i]) for i in skip} == ops_off

@@ -28,6 +28,7 @@ from methods.senas import (
     expand,
     merge_groups,
     operator_scores,
+    parse_key,
     shrink,
     snapshot_steps,
     split_steps,
@@ -116,11 +117,38 @@ def test_operator_score_matches_hand_example():
         assert s.score[o] == pytest.approx(v)
 
 
-def test_zero_confidence_is_never_pruned_first():
+def test_zero_confidence_is_protected_not_infinite():
     s = operator_scores({(0, 0): 0.1, (0, 1): 0.9, (1, 0): 0.5, (1, 1): 0.5, (2, 0): 0.3})
-    assert s.score[(1, 0)] == math.inf and s.score[(2, 0)] == math.inf
+    # SC = 0 (a tie, or the decision's last operator): no score at all, never +inf
+    assert set(s.score) == {(0, 0), (0, 1)} and all(math.isfinite(v) for v in s.score.values())
+    assert s.protected == {(1, 0): senas_module.SC_ZERO, (1, 1): senas_module.SC_ZERO,
+                           (2, 0): senas_module.LAST_OP}
     _, removed = shrink(((0, 1), (0, 1), (0,)), s.score, 1)
     assert removed == [(0, 0)]
+    # k larger than the prunable operators: protected ones still stay (+inf would have been cut)
+    new, removed = shrink(((0, 1), (0, 1), (0,)), s.score, 3)
+    assert removed == [(0, 0)] and new == ((1,), (0, 1), (0,))
+
+
+def test_normalisation_does_not_change_the_ranking():
+    rng = np.random.default_rng(3)
+    si = {(d, c): float(rng.uniform(0.1, 0.9)) for d in range(4) for c in range(3)}
+    s = operator_scores(si)
+    ratio = {o: si[o] / s.sc[o] for o in si}  # Eq. 7 without the x / mean(x) normalisation
+    assert sorted(s.score, key=s.score.get) == sorted(ratio, key=ratio.get)
+    const = {round(s.score[o] / ratio[o], 9) for o in si}
+    assert len(const) == 1  # one global factor: mean(SC) / mean(SI)
+
+
+def test_si_only_rule_ranks_by_si():
+    # decision 0: low SI, hardly any spread; decision 1: a clear gap
+    si = {(0, 0): 0.20, (0, 1): 0.21, (1, 0): 0.3, (1, 1): 0.9, (2, 0): 0.5}
+    s = operator_scores(si, rule="si")
+    assert sorted(s.score, key=s.score.get) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert s.protected == {(2, 0): senas_module.LAST_OP}
+    alive = ((0, 1), (0, 1), (0,))
+    assert shrink(alive, s.score, 1)[1] == [(0, 0)]
+    assert shrink(alive, operator_scores(si).score, 1)[1] == [(1, 0)]  # Eq. 7: the confident decision first
 
 
 # --- shrinking ------------------------------------------------------------------------------------
@@ -315,3 +343,163 @@ def test_operator_scores_run_under_the_jobs_autocast(job_factory, monkeypatch):
         job.precision = precision
         _senas(stages=1, k=2, si_samples=4, snapshots=1).fit(job)
         assert len(built) == 1 and built[0].dtypes == {dtype}, precision
+
+
+# --- issue 19: re-cut and fold-back, averaged weights, removed operators, SI noise, variants --------
+def _toy_ops():
+    space = ToyLayerSpace()
+    model = space.build_supernet(NetConfig(channels=2, cells=1, resolution=8),
+                                 op_factory=lambda spec: PartialModelOp(spec, space.default_op(spec)))
+    return {(op.decision, op.choice): op for op in _ops(model)}
+
+
+def test_expansion_recut_and_fold_back_start_from_the_matching_old_copies():
+    ops = _toy_ops()
+    alive = ((0, 1), (0, 1), (0, 1), (0,))
+    old, new = Grouping(((0, 1),), 4), Grouping(((1, 2),), 4)  # decision 1 re-cut, 0 leaves, 2 joins
+    expand(list(ops.values()), Grouping((), 4), old, alive)
+    # give every old copy of decisions 0 and 1 its own constant weight: value = 10 * own + other + 1
+    for (d, c), op in ops.items():
+        for key, m in op.copies.items():
+            c0, c1 = parse_key(key)
+            with torch.no_grad():
+                m.conv.weight.fill_(100 * d + 10 * c0 + c1 + 1)
+    base2 = {c: ops[(2, c)].base.conv.weight.clone() for c in (0, 1)}
+    expand(list(ops.values()), old, new, alive)
+    for c1 in (0, 1):  # re-cut: (c1, c2) starts from the mean over c0 of the old copies (c0, c1)
+        op = ops[(1, c1)]
+        assert sorted(op.copies) == [f"{c1}_0", f"{c1}_1"]
+        want = np.mean([100 + 10 * c0 + c1 + 1 for c0 in (0, 1)])
+        for m in op.copies.values():
+            assert torch.allclose(m.conv.weight, torch.full_like(m.conv.weight, want))
+    for c0 in (0, 1):  # fold-back: decision 0 leaves every group, its base = mean of its old copies
+        op = ops[(0, c0)]
+        assert len(op.copies) == 0
+        want = np.mean([10 * c0 + c1 + 1 for c1 in (0, 1)])
+        assert torch.allclose(op.base.conv.weight, torch.full_like(op.base.conv.weight, want))
+    for c2 in (0, 1):  # joining from unmerged: copies of the shared weights
+        assert all(torch.equal(m.conv.weight, base2[c2]) for m in ops[(2, c2)].copies.values())
+
+
+def test_fold_back_ignores_copies_of_removed_partners():
+    ops = _toy_ops()
+    alive = ((0, 1), (0, 1), (0,), (0,))
+    old = Grouping(((0, 1),), 4)
+    expand(list(ops.values()), Grouping((), 4), old, alive)
+    for key, m in ops[(0, 0)].copies.items():
+        with torch.no_grad():
+            m.conv.weight.fill_(1.0 + parse_key(key)[1])  # copy (0, 0) = 1, copy (0, 1) = 2
+    shrunk = ((0, 1), (1,), (0,), (0,))  # (1, 0) removed: its partner copy must not be averaged in
+    expand(list(ops.values()), old, Grouping((), 4), shrunk)
+    w = ops[(0, 0)].base.conv.weight
+    assert torch.equal(w, torch.full_like(w, 2.0))
+    assert len(ops[(1, 0)].copies) == 0
+
+
+def test_selection_importance_uses_the_snapshot_averaged_weights(job_factory, monkeypatch):
+    snaps, seen = [], []
+    add = SnapshotAverager.add
+
+    def recording_add(self, state):
+        snaps.append({k: v.detach().clone() for k, v in state.items()})
+        return add(self, state)
+
+    class Recording(senas_module.SupernetEvaluator):
+        def __init__(self, model, *args, **kwargs):
+            super().__init__(model, *args, **kwargs)
+            seen.append(({k: v.detach().clone() for k, v in model.state_dict().items()}, len(snaps)))
+
+    monkeypatch.setattr(SnapshotAverager, "add", recording_add)
+    monkeypatch.setattr(senas_module, "SupernetEvaluator", Recording)
+    job = job_factory(space=ToyLayerSpace(), epochs=2)
+    _senas(stages=1, k=2, si_samples=4, snapshots=3).fit(job)
+    (state, n_snaps), = seen  # one SI evaluator: stage 0's
+    assert n_snaps == 3
+    live = snaps[-1]  # the last snapshot is the live model at the end of the stage
+    differs = 0
+    for name, t in state.items():
+        if t.is_floating_point():
+            mean = torch.stack([s[name] for s in snaps[:n_snaps]]).mean(0)
+            torch.testing.assert_close(t, mean, rtol=1e-6, atol=1e-7)
+            differs += int(not torch.equal(t, live[name]))
+    assert differs > 0  # the SI weights are not the live ones
+
+
+def test_removed_operators_are_never_sampled_again(job_factory, monkeypatch):
+    events = []
+    sample, shrink_ = senas_module.sample_alive, senas_module.shrink
+
+    def recording_sample(alive, rng, *a, **k):
+        arch = sample(alive, rng, *a, **k)
+        events.append(("arch", arch))
+        return arch
+
+    def recording_shrink(alive, score, k):
+        new, removed = shrink_(alive, score, k)
+        events.append(("removed", removed))
+        return new, removed
+
+    monkeypatch.setattr(senas_module, "sample_alive", recording_sample)
+    monkeypatch.setattr(senas_module, "shrink", recording_shrink)
+    job = job_factory(space=ToyLayerSpace(), epochs=3)
+    _senas(stages=2, k=3, si_samples=6, snapshots=1, threshold=4).fit(job)
+    gone: set = set()
+    n_after = 0
+    for kind, value in events:
+        if kind == "removed":
+            assert value and not gone & set(value)
+            gone |= set(value)
+        else:
+            assert not gone & set(enumerate(value)), (value, gone)
+            n_after += bool(gone)
+    assert len(gone) == 6 and n_after > 0
+
+
+def test_si_standard_error_and_close_call_warnings():
+    assert senas_module.si_standard_error([0.5]) == 0.0
+    assert senas_module.si_standard_error([0.1, 0.3]) == pytest.approx(np.std([0.1, 0.3], ddof=1) / math.sqrt(2))
+    assert senas_module.si_standard_error([0.1, 0.3], population=2) == 0.0  # enumerated: exact
+    si = {(0, 0): 0.50, (0, 1): 0.51, (0, 2): 0.80, (1, 0): 0.2, (1, 1): 0.6}
+    scores = operator_scores(si, si_se={(0, 0): 0.01, (0, 1): 0.01, (0, 2): 0.01, (1, 0): 0.01, (1, 1): 0.01})
+    calls = senas_module.close_calls(scores, [(0, 0), (1, 0)])
+    # (0,0) vs its nearest kept rival (0,1): 0.01 < sqrt(2) * 0.01; (1,0) vs (1,1): 0.4, a clear call
+    assert [(c["removed"], c["kept"]) for c in calls] == [((0, 0), (0, 1))]
+    assert calls[0]["se"] == pytest.approx(math.sqrt(2) * 0.01)
+    history = {"stages": [{"stage": 1, "removed": [{}], "removed_short_of_k": 2, "close_calls": [
+        {"decision": "edge1<-0", "removed": "nor_conv_1x1", "kept": "avg_pool_3x3", "si_diff": 0.003, "se": 0.011}]}]}
+    assert senas_module.stage_warnings(history) == [
+        "SE-NAS stage 1, edge1<-0: SI of nor_conv_1x1 (removed) and avg_pool_3x3 (kept) differ by 0.0030 < SE 0.0110",
+        "SE-NAS stage 1: removed 1 operators, 2 short of k (the rest are protected: SC = 0 or last operator)"]
+
+
+def test_eval_images_are_a_class_mixed_draw_not_a_prefix(job_factory):
+    job = job_factory()
+    order = torch.argsort(job.data.search_y, stable=True)  # a class-sorted search split
+    job.data = dataclasses.replace(job.data, search_x=job.data.search_x[order], search_y=job.data.search_y[order])
+    x, y = senas_module.Senas.eval_subset(job, 32)
+    assert len(y) == 32 and len(set(y.tolist())) > 3
+    x2, _ = senas_module.Senas.eval_subset(job, 32)
+    assert torch.equal(x, x2)  # the same images at every stage
+
+
+@pytest.mark.parametrize("name", ["senas", "senas-si-only"])
+def test_variants_run_and_record_si_noise(job_factory, name):
+    job = job_factory(space=ToyLayerSpace(), epochs=2)
+    method = create_method(name)
+    method.config = dataclasses.replace(method.config, stages=1, k=3, si_samples=6, snapshots=2, threshold=4)
+    scorer = method.fit(job)
+    st0 = scorer.history["stages"][0]
+    ops = st0["operators"]
+    assert all(o["si_se"] >= 0 for o in ops) and any(o["si_se"] > 0 for o in ops)  # a sample: SI has noise
+    removed = [o for o in ops if o["removed"]]
+    assert len(removed) == 3
+    if name == "senas-si-only":  # SI alone, no expanding (Table 6's "Shrinking (SI)")
+        assert scorer.grouping.groups == () and st0["groups"] == []
+        kept = [o for o in ops if not o["removed"] and o["protected"] is None]
+        # a removal skips a decision's last operator only; otherwise the lowest SI goes first
+        assert max(o["si"] for o in removed) <= max(o["si"] for o in kept)
+    extra = scorer.extra()
+    assert isinstance(extra["warnings"], list) and all(isinstance(w, str) for w in extra["warnings"])
+    assert extra["survivor_archs"] == [job.space.format(a) for a in scorer.subsets()["survivors"]]
+    assert "tier-constructed" in extra["metric_notes"]["scored"]
+    json.dumps(extra)  # result.json must be able to hold it
