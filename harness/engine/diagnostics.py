@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from harness.engine.evaluator import batch_stat_bn
-from harness.engine.job import JobContext, TrainingHooks
+from harness.engine.job import JobContext, TrainingHooks, spread_rows
 from harness.core.io import atomic_write_text
 
 DIAG_DIR = "diagnostics"
@@ -278,7 +278,7 @@ class DiagnosticHooks(TrainingHooks):
         # ctx=None: methods whose operators need a ctx (K-shot codes, STC alphas) get their plain
         # path; the matrix then describes the shared weights without the method's modulation.
         archs, how = cosine_archs(job.space, job.rng("diag-cosine"), self.config.cosine_archs)
-        x = job.data.search_x[: self.config.cosine_batch]
+        x = spread_rows(job.data.search_x, self.config.cosine_batch)  # a prefix would be one class
         m = feature_cosine_matrix(model, x, archs)
         return {"archs": [job.space.format(a) for a in archs], "selection": how, "matrix": m.tolist(),
                 "mean_off_diagonal": mean_off_diagonal(m), "batch": int(len(x)), "split": "search"}

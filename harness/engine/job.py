@@ -37,7 +37,20 @@ class TaskData:
     std: tuple[float, float, float] = CIFAR10_STD
 
     def recal_x(self, n: int) -> torch.Tensor:
-        return self.train_x[:n]
+        return spread_rows(self.train_x, n)
+
+
+def spread_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` rows of ``x`` evenly spaced over its length (all of it when ``n >= len(x)``).
+
+    The splits keep their images in source order, which is class by class for the ImageFolder
+    CIFAR-10, so a prefix such as ``x[:n]`` is one class; evenly spaced rows cover every class
+    in proportion, deterministically (no RNG stream is touched)."""
+    total = len(x)
+    if n >= total:
+        return x
+    idx = torch.div(torch.arange(n, device=x.device) * total, n, rounding_mode="floor")
+    return x[idx]
 
 
 @dataclass
