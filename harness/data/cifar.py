@@ -69,25 +69,29 @@ def cifar10_candidates(data_dir: Path) -> list[Path]:
     return [d / TAR_NAME, d / DIR_NAME, d / BATCHES_NAME]
 
 
-def find_cifar10(data_dir: Path) -> Path:
-    """The first CIFAR-10 source that exists under ``data_dir`` (see the module docstring)."""
-    data_dir = Path(data_dir).expanduser()
-    candidates = cifar10_candidates(data_dir)
-    for path in candidates:
+def first_source(data_dir: Path, looked: list[Path], slips: tuple[str, ...], label: str, origin: str = "") -> Path:
+    """The first of ``looked`` that exists; else one DataError line naming what was looked for,
+    with a hint when ``data_dir`` is missing or one of ``slips`` sits directly in it (the common
+    slip of pointing --data-dir at the datasets/ folder itself)."""
+    for path in looked:
         if path.exists():
             return path
     hint = ""
     if not data_dir.exists():
         hint = f" (data dir {data_dir} does not exist)"
     else:
-        # A common slip: pointing --data-dir at the datasets/ folder itself.
-        for name in (TAR_NAME, DIR_NAME, BATCHES_NAME):
+        for name in slips:
             if (data_dir / name).exists():
                 hint = f" (found {data_dir / name}: the data dir is its parent's parent, {data_dir.parent})"
                 break
-    raise DataError(
-        f"CIFAR-10 not found{hint}: looked for {', '.join(str(p) for p in candidates)}; {HOW_TO_PROVIDE}"
-    )
+    where = f"{origin}; " if origin else ""
+    raise DataError(f"{label} not found{hint}: looked for {', '.join(str(p) for p in looked)}; {where}{HOW_TO_PROVIDE}")
+
+
+def find_cifar10(data_dir: Path) -> Path:
+    """The first CIFAR-10 source that exists under ``data_dir`` (see the module docstring)."""
+    data_dir = Path(data_dir).expanduser()
+    return first_source(data_dir, cifar10_candidates(data_dir), (TAR_NAME, DIR_NAME, BATCHES_NAME), "CIFAR-10")
 
 
 def _source_kind(path: Path) -> str:
@@ -420,5 +424,5 @@ def class_counts(y: torch.Tensor | np.ndarray, num_classes: int = 10) -> list[in
 
 __all__ = [
     "CIFAR10_CLASSES", "RawImages", "cache_key", "cache_path", "class_counts", "cifar10_candidates",
-    "find_cifar10", "load_cifar10",
+    "find_cifar10", "first_source", "load_cifar10",
 ]

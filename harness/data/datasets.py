@@ -33,7 +33,7 @@ from harness.core.errors import ConfigError, DataError, unknown_name
 from harness.core.seeding import numpy_rng
 from harness.data import cifar100, imagenet16
 from harness.data.cifar import (HOW_TO_PROVIDE, RawImages, _load_cache, _save_cache, cache_key, cifar10_candidates,
-                                find_cifar10, load_cifar10)
+                                find_cifar10, first_source, load_cifar10)
 from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD
 
 log = logging.getLogger(__name__)
@@ -104,17 +104,7 @@ def find_dataset(name: str, data_dir: Path) -> Path:
     if spec.reader is None:
         return find_cifar10(data_dir)
     data_dir = Path(data_dir).expanduser()
-    looked = candidates(name, data_dir)
-    for path in looked:
-        if path.exists():
-            return path
-    hint = ""
-    if not data_dir.exists():
-        hint = f" (data dir {data_dir} does not exist)"
-    elif (data_dir / spec.folder).exists():
-        hint = f" (found {data_dir / spec.folder}: the data dir is its parent's parent, {data_dir.parent})"
-    raise DataError(f"{spec.label} not found{hint}: looked for {', '.join(str(p) for p in looked)}; "
-                    f"{spec.origin}; {HOW_TO_PROVIDE}")
+    return first_source(data_dir, candidates(name, data_dir), (spec.folder,), spec.label, spec.origin)
 
 
 def check_available(name: str, data_dir: Path | None) -> None:
