@@ -56,7 +56,9 @@ forced by it):
   different weights in BN batches of the whole batch (128 at `study`; MoCo met the leak with BN
   batches of 32 per GPU). That smoke model is barely trained, so the check is weak: the recorded
   ``pretext_top1_last10pct`` (share of queries whose positive beats every negative, last 10 % of the
-  steps) is the symptom to watch at the study budget.
+  steps) is the symptom to watch at the study budget: the job warns (report, ``extra["warnings"]``)
+  when it reaches ``shortcut_pretext_top1`` (0.9), and when the linear evaluation's training
+  accuracy stays under ``chance_factor`` (1.5) x chance, i.e. the scores rank nothing.
 - The collapse check embeds 128 search images drawn by a seeded stream (a prefix was one class).
 - Colour jitter applies brightness, contrast, saturation, hue in a fixed order (torchvision
   randomises it); hue is a rotation in YIQ space. Blur sigma and kernel scale with resolution/224.
@@ -140,6 +142,12 @@ class PinasConfig(MethodConfig):
     collapse_threshold: float = 1e-8
     collapse_rel_threshold: float = 1e-2
     collapse_check_every: int = 50
+    # warnings (the run's numbers do not move): a pretext accuracy at or above this over the last
+    # 10 % of the steps is the symptom of MoCo's BN shortcut (the contrastive task solved through
+    # batch statistics); a linear training accuracy under chance_factor / num_classes means the
+    # features carry no class information, so the scores rank nothing
+    shortcut_pretext_top1: float = 0.9
+    chance_factor: float = 1.5
 
 
 # --- four-view augmentation on tensors ---------------------------------------------------
@@ -492,6 +500,25 @@ def linear_evaluation(job, model: nn.Module, cfg: PinasConfig, rng: np.random.Ge
                                "linear_train_acc_last10pct": tally["correct"] / max(tally["seen"], 1)}
 
 
+def uninformative_warnings(info: dict, num_classes: int, cfg: PinasConfig) -> list[tuple[str, dict]]:
+    """(message, values) for each sign that a finished Pi-NAS run's scores say nothing: the pretext
+    task solved through a shortcut, or a linear evaluation at chance. Pure, for ``Job.warn``."""
+    out = []
+    pretext, linear = info.get("pretext_top1_last10pct"), info.get("linear_train_acc_last10pct")
+    chance = 1.0 / num_classes
+    if pretext is not None and pretext >= cfg.shortcut_pretext_top1:
+        lin = f"{linear:.3f}" if linear is not None else "not measured"
+        out.append((f"Pi-NAS pretext accuracy {pretext:.3f} over the last 10 % of the steps (>= "
+                    f"{cfg.shortcut_pretext_top1:g}) with linear training accuracy {lin}: the contrastive task "
+                    f"may be solved through a BN shortcut; compare with pinas-shuffle-bn",
+                    {"pinas_pretext_top1": pretext}))
+    if linear is not None and linear < cfg.chance_factor * chance:
+        out.append((f"Pi-NAS linear evaluation near chance: training accuracy {linear:.3f} over its last 10 % "
+                    f"of steps against 1/{num_classes} = {chance:.3f}: the features carry little class "
+                    f"information, so its ranking says little", {"pinas_linear_acc": linear}))
+    return out
+
+
 class PinasScorer(SupernetScorer):
     """The shared evaluator on the `score` subset, scoring through the linear classifier, with the
     BN protocol of ``score_bn``: ``recal`` re-estimates every path's BN statistics on
@@ -698,4 +725,6 @@ class Pinas(Method):
                     train_backward_images=job.counters.path_backward_images)
         classifier, lin = linear_evaluation(job, model, cfg, job.rng("pinas-linear-path"))
         info.update(lin)
+        for message, values in uninformative_warnings(info, job.data.num_classes, cfg):
+            job.warn(message, **values)
         return PinasScorer(job, student, teacher, queue, classifier, info, cfg)

@@ -529,3 +529,33 @@ def test_sampled_blocks_only_ema_leaves_the_other_blocks(tmp_path, monkeypatch):
                for mod in mods for p in mod.parameters()}
     params = list(scorer.student.parameters())
     assert {id(params[i]) for i in skip} == ops_off
+
+
+def test_uninformative_warnings_fire_on_shortcut_and_chance_only():
+    cfg = pinas_module.PinasConfig()
+    healthy = {"pretext_top1_last10pct": 0.4, "linear_train_acc_last10pct": 0.45}
+    assert pinas_module.uninformative_warnings(healthy, 10, cfg) == []
+    shortcut = pinas_module.uninformative_warnings({**healthy, "pretext_top1_last10pct": 0.95}, 10, cfg)
+    assert len(shortcut) == 1 and "0.950" in shortcut[0][0] and "0.450" in shortcut[0][0]
+    assert shortcut[0][1] == {"pinas_pretext_top1": 0.95}
+    chance = pinas_module.uninformative_warnings({**healthy, "linear_train_acc_last10pct": 0.12}, 10, cfg)
+    assert len(chance) == 1 and "1/10 = 0.100" in chance[0][0] and chance[0][1] == {"pinas_linear_acc": 0.12}
+    # the threshold is relative to the class count: 0.12 is well above chance for 100 classes
+    assert pinas_module.uninformative_warnings({**healthy, "linear_train_acc_last10pct": 0.12}, 100, cfg) == []
+    both = pinas_module.uninformative_warnings({"pretext_top1_last10pct": 1.0, "linear_train_acc_last10pct": 0.1},
+                                               10, cfg)
+    assert len(both) == 2
+    # no negatives (pinas-no-neg): no pretext accuracy, no shortcut warning
+    assert pinas_module.uninformative_warnings({"pretext_top1_last10pct": None,
+                                                "linear_train_acc_last10pct": 0.5}, 10, cfg) == []
+
+
+def test_a_finished_job_records_the_warning_it_triggers(tmp_path):
+    """The fit path hands every warning to Job.warn (chance_factor 100: any accuracy is 'near
+    chance' for 10 classes), and a healthy threshold leaves the job without it."""
+    for factor, warned in ((100.0, True), (0.0, False)):
+        job = make_job(tmp_path / str(factor), epochs=1)
+        m = create_method("pinas")
+        Pinas("pinas", dataclasses.replace(m.config, chance_factor=factor)).fit(job)
+        assert any("near chance" in w for w in job.warnings) is warned
+        assert ("pinas_linear_acc" in job.extra) is warned
