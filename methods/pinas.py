@@ -77,7 +77,8 @@ from torch import nn
 
 from harness.core.errors import ConfigError
 from harness.data.tensors import CIFAR10_MEAN, CIFAR10_STD
-from harness.engine.evaluator import SupernetEvaluator, SupernetScorer, batch_stat_bn, check_not_collapsed
+from harness.engine.evaluator import (SupernetEvaluator, SupernetScorer, batch_stat_bn, check_not_collapsed,
+                                     score_workers)
 from harness.core.seeding import torch_generator
 from harness.spaces.base import Arch, SearchSpace
 from harness.engine.job import TrainingHooks
@@ -542,7 +543,7 @@ class PinasScorer(SupernetScorer):
             self.evaluator = SupernetEvaluator(
                 student.net, job.data.score_x, job.data.score_y, bn_mode="recal", recal_x=recal,
                 recal_batches=math.ceil(len(recal) / b.eval_batch_size), batch_size=b.eval_batch_size,
-                progress=job.progress, forward_fn=fwd, autocast=getattr(job, "autocast", None))
+                progress=job.progress, forward_fn=fwd, autocast=getattr(job, "autocast", None), workers=score_workers(job))
         self.device = job.device
         self.student, self.teacher, self.queue, self.classifier, self.info = student, teacher, queue, classifier, info
 

@@ -101,7 +101,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.core.errors import ConfigError
-from harness.engine.evaluator import SupernetEvaluator, SupernetScorer, check_not_collapsed
+from harness.engine.evaluator import SupernetEvaluator, SupernetScorer, check_not_collapsed, score_workers
 from harness.spaces.base import Arch, OpSpec
 from harness.core.io import write_json
 from harness.engine.trainer import SupernetTrainer
@@ -668,7 +668,7 @@ class Senas(Method):
             avg_model, x, y, bn_mode=b.bn_mode,
             recal_x=job.data.recal_x(b.recal_batches * b.eval_batch_size), recal_batches=b.recal_batches,
             batch_size=b.eval_batch_size, ctx_fn=grouping.ctx, progress=job.progress,
-            autocast=job.autocast)  # bf16 forwards with --precision bf16, as the shared evaluator
+            autocast=job.autocast, workers=score_workers(job))  # bf16 forwards with --precision bf16, as the shared evaluator
         per_op, exact = self._si_archs(job, alive, stage)
         unique = list(dict.fromkeys(a for lst in per_op.values() for a in lst))
         evaluator.score(unique)

@@ -2,11 +2,14 @@
 # The committed NB201 study (issue 15): run it, or resume it with the same OUT and the same code.
 # Methods are listed cheapest first: jobs run seed-major, so a session that stops part-way has as
 # many whole methods of the current seed as possible (the order changes no number).
-#   HARNESS_DATA_DIR=../shared tools/run_study.sh OUT
+# Layout (issue 21): one torch thread per job, JOBS (default 2) jobs side by side; `threads=1` is
+# part of the committed study's budget (its numbers depend on it), JOBS is not (any value, same
+# numbers).
+#   HARNESS_DATA_DIR=../shared [JOBS=2] tools/run_study.sh OUT
 set -euo pipefail
 OUT=${1:?usage: tools/run_study.sh OUT}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 exec "$HERE/.venv/bin/harness" run --suite nb201 --budget study \
     --methods params,flops,synflow,naswot,spos,senas,stcnas,kshot,pinas,fairnas \
-    --seeds 0,1,2 --out "$OUT" --no-progress
+    --seeds 0,1,2 --set threads=1 --jobs "${JOBS:-2}" --out "$OUT" --no-progress

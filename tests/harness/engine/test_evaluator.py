@@ -1,11 +1,14 @@
 """SupernetEvaluator: BN protocols leave the supernet untouched; ties broken by loss."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from harness.engine.evaluator import SupernetEvaluator, batch_stat_bn, check_not_collapsed, tie_broken_score
+from harness.engine.evaluator import (SupernetEvaluator, batch_stat_bn, can_fork, check_not_collapsed, score_workers,
+                                     tie_broken_score)
 from harness.spaces.base import NetConfig
 from harness.spaces.nb201 import Nb201Space
 from harness.engine.method import Collapsed
@@ -75,3 +78,80 @@ def test_collapse_detected_on_constant_outputs():
     with pytest.raises(Collapsed):
         check_not_collapsed(net, x, [(0,) * 6])  # all-none cell: constant logits
     assert check_not_collapsed(net, x, [SPACE.sample(np.random.default_rng(2)), (3,) * 6]) >= 0
+
+
+@pytest.fixture
+def threads():
+    n = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(n)
+
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="forked scoring needs the fork start method")
+
+
+@needs_fork
+@pytest.mark.parametrize("mode", ["batch", "recal"])
+def test_forked_scoring_gives_the_single_process_bits(mode, threads):
+    """W processes at one thread = one process at one thread = one process at two threads, value
+    for value (scores, accuracies, losses), in both BN protocols and with a per-arch ctx; the
+    merged cache stats count every architecture once."""
+    net = _net()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(96, 3, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g)
+    archs = [SPACE.sample(np.random.default_rng(i)) for i in range(70)] + [(0,) * 6, (3,) * 6]
+    results = {}
+    for label, workers, n_threads in (("1x1", 1, 1), ("1x2", 1, 2), ("3x1", 3, 1), ("2x1", 2, 1)):
+        threads(n_threads)
+        ev = SupernetEvaluator(net, x, y, bn_mode=mode, recal_x=torch.randn(64, 3, 8, 8, generator=torch.Generator()
+                                                                            .manual_seed(4)),
+                               recal_batches=2, batch_size=48, progress=False, workers=workers)
+        results[label] = (ev.score(archs), ev.last_accuracy, ev.last_loss, ev.last_cache_stats)
+    for label in ("1x2", "3x1", "2x1"):
+        for mine, ref in zip(results[label][:3], results["1x1"][:3]):
+            assert mine.tobytes() == ref.tobytes(), label
+    if mode == "batch":
+        stats = results["3x1"][3]
+        assert stats["hits"] + stats["misses"] > 0 and stats["hits"] > 0
+    else:
+        assert results["3x1"][3] is None
+
+
+@needs_fork
+def test_forked_scoring_raises_a_child_failure_with_its_traceback():
+    net = _net()
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+
+    def ctx(arch):
+        if arch == (1,) * 6:
+            raise ValueError("ctx refused (1, 1, 1, 1, 1, 1)")
+        return None
+
+    archs = [SPACE.sample(np.random.default_rng(i)) for i in range(40)] + [(1,) * 6]
+    ev = SupernetEvaluator(net, x, y, progress=False, ctx_fn=ctx, workers=2)
+    with pytest.raises(RuntimeError, match=r"(?s)worker process failed.*ValueError: ctx refused"):
+        ev.score(archs)
+    ev.workers = 1
+    with pytest.raises(ValueError, match="ctx refused"):
+        ev.score(archs)
+
+
+def test_few_architectures_or_a_gpu_score_in_this_process():
+    net = _net()
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    ev = SupernetEvaluator(net, x, y, progress=False, workers=4)
+    archs = [SPACE.sample(np.random.default_rng(i)) for i in range(5)]
+    pid = os.getpid()
+    seen = []
+    ev._score_forked = lambda chunks: seen.append(pid) or []  # would be called only when forking
+    ev.score(archs)
+    assert seen == []
+
+    class Job:
+        class budget:
+            threads = 2
+        device = "cpu"
+
+    assert score_workers(Job) == 2
+    Job.device = "cuda:0"
+    assert score_workers(Job) == 1
