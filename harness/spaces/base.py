@@ -154,6 +154,23 @@ class SearchSpace(ABC):
     @abstractmethod
     def parse(self, text: str) -> Arch: ...
 
+    def parse_joined_names(self, text: str, names: Sequence[str], unit: str, choice: str, example: str) -> list[int]:
+        """Choice indices of ``text``, one name of ``names`` per decision joined by '-' (the probe
+        spaces' format); the one-line errors call the decisions ``unit`` ("layers") and a name a
+        ``choice`` ("block")."""
+        if not isinstance(text, str):
+            raise ArchError(f"architecture must be a string, got {type(text).__name__}")
+        parts = text.strip().split("-")
+        if len(parts) != len(self.decisions):
+            raise ArchError(f"malformed {self.name} architecture '{text}': {len(parts)} {unit}, need "
+                            f"{len(self.decisions)} names joined by '-', e.g. '{example}'")
+        out = []
+        for i, p in enumerate(parts):
+            if p not in names:
+                raise ArchError(f"unknown {choice} '{p}' at layer {i} of '{text}'; {choice}s are {', '.join(names)}")
+            out.append(list(names).index(p))
+        return out
+
     @abstractmethod
     def format(self, arch: Arch) -> str: ...
 

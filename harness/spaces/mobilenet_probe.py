@@ -184,19 +184,8 @@ class MobileNetProbeSpace(SearchSpace):
         return arch
 
     def parse(self, text: str) -> Arch:
-        if not isinstance(text, str):
-            raise ArchError(f"architecture must be a string, got {type(text).__name__}")
-        parts = text.strip().split("-")
         example = "-".join("k3e6" if i in STAGE_FIRST else "identity" for i in range(len(self.decisions)))
-        if len(parts) != len(self.decisions):
-            raise ArchError(f"malformed mobilenet-probe architecture '{text}': {len(parts)} layers, need "
-                            f"{len(self.decisions)} names joined by '-', e.g. '{example}'")
-        out = []
-        for i, p in enumerate(parts):
-            if p not in CHOICE_NAMES:
-                raise ArchError(f"unknown choice '{p}' at layer {i} of '{text}'; choices are {', '.join(CHOICE_NAMES)}")
-            out.append(CHOICE_NAMES.index(p))
-        return self.validate(out)
+        return self.validate(self.parse_joined_names(text, CHOICE_NAMES, "layers", "choice", example))
 
     def format(self, arch: Arch) -> str:
         return "-".join(CHOICE_NAMES[a] for a in self.validate(arch))

@@ -215,19 +215,8 @@ class ResNetProbeSpace(SearchSpace):
                       for s, n in enumerate(LAYOUT) for i in range(n))
 
     def parse(self, text: str) -> Arch:
-        if not isinstance(text, str):
-            raise ArchError(f"architecture must be a string, got {type(text).__name__}")
-        parts = text.strip().split("-")
         example = "-".join(BLOCK_NAMES[i % 4] for i in range(len(self.decisions)))
-        if len(parts) != len(self.decisions):
-            raise ArchError(f"malformed resnet-probe architecture '{text}': {len(parts)} blocks, need "
-                            f"{len(self.decisions)} names joined by '-', e.g. '{example}'")
-        out = []
-        for i, p in enumerate(parts):
-            if p not in BLOCK_NAMES:
-                raise ArchError(f"unknown block '{p}' at layer {i} of '{text}'; blocks are {', '.join(BLOCK_NAMES)}")
-            out.append(BLOCK_NAMES.index(p))
-        return tuple(out)
+        return tuple(self.parse_joined_names(text, BLOCK_NAMES, "blocks", "block", example))
 
     def format(self, arch: Arch) -> str:
         return "-".join(BLOCK_NAMES[a] for a in self.validate(arch))
