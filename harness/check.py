@@ -329,16 +329,3 @@ def format_paired(df: pd.DataFrame) -> str:
     for c in ("diff", "ci_low", "ci_high"):
         show[c] = [f"{v:+.3f}" if np.isfinite(v) else "nan" for v in show[c].astype(float)]
     return show.to_string(index=False)
-
-
-def print_paired_compare(run_a: Path, run_b: Path) -> None:
-    """The paired part of ``harness compare A B``: load both runs and print the table."""
-
-    df, notes = paired_compare(load_run(Path(run_a)), load_run(Path(run_b)))
-    print("\npaired test, same method in run A vs run B (Kendall tau, ground truth "
-          f"{df['gt'].iloc[0] if len(df) else '-'}):")
-    if len(df):
-        print(format_paired(df))
-    for n in notes:
-        print(f"  {n}")
-    sys.stdout.flush()
