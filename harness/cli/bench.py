@@ -32,10 +32,11 @@ from harness.core.errors import ConfigError
 from harness.archsets import resolve_archs
 from harness.cli.common import auto_device, csv_list, parse_overrides, parse_seeds
 from harness.core.seeding import numpy_rng
-from harness.engine.evaluator import SupernetScorer, batch_stat_bn
+from harness.engine.evaluator import SupernetScorer, batch_stat_bn, score_workers
 from harness.engine.job import JobContext, TaskData
 from harness.engine.method import create_method
 from harness.engine.trainer import SupernetTrainer, cosine_lr
+from harness.spaces import cpu_kernels
 from harness.spaces.nb201 import EDGES, NB201_OPS
 from harness.study.spec import DEFAULT_METHODS, RunConfig
 from harness.suites import get_suite
@@ -349,7 +350,8 @@ def cmd_bench(args) -> int:
                                                       "resolution": b.resolution, "batch_size": b.batch_size},
                "train_images_per_s": round(train["images_per_s"], 1),
                "score_archs_per_s": round(score["archs_per_s"], 2), "score_images": score["images"],
-               "score_archs_measured": score["archs"], "prefix_cache": score["prefix_cache"]}
+               "score_archs_measured": score["archs"], "prefix_cache": score["prefix_cache"],
+               "score_processes": score_workers(job), "cpu_kernels": cpu_kernels.status()}
         if args.compare == "xautodl":
             if not xautodl_available():
                 raise ConfigError("--compare xautodl needs xautodl: pip install --no-deps xautodl")

@@ -19,6 +19,7 @@ from torch import nn
 
 from harness.core.errors import ArchError
 from harness.spaces.base import Arch, Decision, NetConfig, OpFactory, OpSpec, SearchSpace, Supernet
+from harness.spaces.cpu_kernels import pool3_module
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # Edge e feeds node EDGES[e][0] from node EDGES[e][1]; this is the order of the string format.
@@ -66,6 +67,9 @@ class _AvgPool3x3Fn(torch.autograd.Function):
     ``avg_pool2d_backward``): each output adds grad[o] / count[o] to its window's pixels, outputs
     visited row-major; pixel i therefore sums the nine shifted views of grad / count in the same
     row-major order. Padded positions contribute +0.0, which changes no bits.
+
+    The compiled kernel (``harness/spaces/cpu_kernels.py``) does the same additions in one pass;
+    without it, nine shifted views of the padded tensor are added.
     """
 
     @staticmethod
@@ -73,12 +77,18 @@ class _AvgPool3x3Fn(torch.autograd.Function):
         h, w = x.shape[-2:]
         div = _pool3_divisor(h, w, x.dtype, str(x.device))
         ctx.save_for_backward(div)
+        kernels = pool3_module()
+        if kernels is not None:
+            return kernels.pool3(x, div, False)
         return _pool3_sum(torch.nn.functional.pad(x, (1, 1, 1, 1)), h, w).div_(div)
 
     @staticmethod
     def backward(ctx, g):
         (div,) = ctx.saved_tensors
         h, w = g.shape[-2:]
+        kernels = pool3_module()
+        if kernels is not None:
+            return kernels.pool3(g, div, True)
         return _pool3_sum(torch.nn.functional.pad(g / div, (1, 1, 1, 1)), h, w)
 
 

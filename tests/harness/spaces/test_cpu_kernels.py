@@ -1,0 +1,112 @@
+"""The compiled exact 3x3 pool: the same bits as ATen and as the PyTorch fallback, forward and
+backward, at every thread count; the fallback when it is disabled."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import harness.spaces.cpu_kernels as cpu_kernels
+from harness.spaces.base import NetConfig
+from harness.spaces.nb201 import POOL, FastAvgPool3x3, Nb201Space
+
+
+@pytest.fixture
+def compiled():
+    module = cpu_kernels.pool3_module()
+    if module is None:
+        pytest.skip(f"the compiled kernel does not build here: {cpu_kernels.status()}")
+    return module
+
+
+@pytest.fixture
+def pytorch_path():
+    """Forces the PyTorch fallback for the test (as HARNESS_CPU_KERNELS=0 does), then restores."""
+    saved = dict(cpu_kernels._state)
+    cpu_kernels._state.clear()
+    cpu_kernels._state["module"] = None
+    yield
+    cpu_kernels._state.clear()
+    cpu_kernels._state.update(saved)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32) if t.dtype == torch.float32 else t.view(torch.int64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(16, 8, 16, 16), (8, 16, 8, 8), (3, 5, 7, 9), (2, 2, 1, 1), (1, 3, 1, 6)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_pool_gives_aten_bits_forward_and_backward(compiled, shape, dtype, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        ref = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        for scale in (1e-3, 1.0, 1e3):
+            x = (torch.randn(*shape, generator=g, dtype=dtype) * scale)
+            x[..., 0, 0] = -0.0  # signed zeros must survive as ATen leaves them
+            x.requires_grad_()
+            out_f, out_r = FastAvgPool3x3()(x), ref(x)
+            grad = torch.randn(out_r.shape, generator=g, dtype=dtype)
+            (gf,) = torch.autograd.grad(out_f, x, grad)
+            (gr,) = torch.autograd.grad(out_r, x, grad)
+            assert torch.equal(_bits(out_f), _bits(out_r)) and torch.equal(_bits(gf), _bits(gr))
+            # a non-contiguous input and gradient (a channel slice) are made contiguous first
+            xs = x.detach()[:, ::2]
+            assert torch.equal(_bits(FastAvgPool3x3()(xs)), _bits(ref(xs)))
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_path):
+    """Ten SPOS steps of a tiny supernet through each path: every weight bit the same."""
+    weights = []
+    for use_compiled in (True, False):
+        cpu_kernels._state["module"] = compiled if use_compiled else None
+        torch.manual_seed(0)
+        net = Nb201Space().build_supernet(NetConfig(channels=4, cells=1, resolution=8))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        rng = np.random.default_rng(0)
+        g = torch.Generator().manual_seed(1)
+        for step in range(10):
+            x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+            arch = (POOL,) * 6 if step % 2 else Nb201Space().sample(rng)  # every other step all pools
+            opt.zero_grad()
+            F.cross_entropy(net(x, arch), y).backward()
+            opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert torch.equal(_bits(weights[0]), _bits(weights[1]))
+
+
+def test_disabled_kernels_fall_back_and_say_so(monkeypatch, pytorch_path):
+    monkeypatch.setenv("HARNESS_CPU_KERNELS", "0")
+    cpu_kernels._state.clear()
+    assert cpu_kernels.pool3_module() is None
+    assert cpu_kernels.status() == "pytorch (HARNESS_CPU_KERNELS=0)"
+    x = torch.randn(2, 3, 5, 5)
+    ref = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)(x)
+    assert torch.equal(FastAvgPool3x3()(x), ref)
+
+
+def test_a_build_failure_falls_back_once_with_the_reason(monkeypatch, pytorch_path, caplog):
+    cpu_kernels._state.clear()
+
+    def broken():
+        raise RuntimeError("Error building extension 'harness_pool3'\ng++: not found")
+
+    monkeypatch.setattr(cpu_kernels, "_build", broken)
+    with caplog.at_level("WARNING", logger="harness.spaces.cpu_kernels"):
+        assert cpu_kernels.pool3_module() is None
+        assert cpu_kernels.pool3_module() is None
+    assert cpu_kernels.status() == "pytorch (RuntimeError: g++: not found)"
+    assert sum("unavailable" in r.message for r in caplog.records) == 1
+
+
+def test_the_build_folder_follows_the_source_and_torch(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    folder = cpu_kernels.build_dir()
+    assert folder.parent == tmp_path / "torch_extensions" and folder.name.startswith("pool3-")
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    assert cpu_kernels.build_dir() != folder
