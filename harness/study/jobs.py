@@ -18,7 +18,7 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.io import read_json, write_csv, write_json
 from harness.core.paths import default_cache_dir
-from harness.core.provenance import utc_now
+from harness.core.provenance import git_commit, utc_now
 from harness.engine.curves import FidelityCurveHook, curve_archs, curve_fractions, write_final_point
 from harness.engine.job import HookList, JobContext, job_extra
 from harness.engine.method import JobFailed, create_method
@@ -68,8 +68,10 @@ def run_job(run_dir: Path, plan: JobPlan, method_name: str, seed: int, hooks_fac
                                   curve_fractions(budget.curve_points))
     if method.trains_supernet:
         job.hooks = HookList([curve, hooks_factory(job, run_dir) if hooks_factory is not None else None])
+    # the job's own commit: a study resumed at another commit (one that changes no number) says
+    # which code made which row
     result = {"method": method_name, "seed": seed, "pid": os.getpid(), "started": utc_now(),
-              "describe": method.describe()}
+              "git_commit": git_commit(), "describe": method.describe()}
     t0, cpu0 = time.perf_counter(), time.process_time()
     logger.info("job %s seed %d: budget %s", method_name, seed, budget.name)
     try:
