@@ -1,7 +1,7 @@
-"""Optional compiled CPU kernels: the exact 3x3 average pool of NB201, in C++.
+"""Optional compiled CPU kernels: NB201's exact average pools (3x3 searchable, 2x2 shortcut), in C++.
 
 The pure-PyTorch path (``harness/spaces/nb201.py``) adds nine shifted views, nine passes over
-memory; the kernel in ``csrc/pool3.cpp`` does the same additions in the same order in one pass, so
+memory; the kernels in ``csrc/avgpool.cpp`` do the same additions in the same order in one pass, so
 the bits are the same (tests compare both with ATen) and a pool costs about a quarter as much.
 It is compiled on first use with the C++ compiler PyTorch's extensions use (about a minute, once
 per machine and torch build; cached under ``HARNESS_CACHE_DIR/torch_extensions``). Without a
@@ -19,7 +19,7 @@ import torch
 
 from harness.core.paths import default_cache_dir
 
-SOURCE = Path(__file__).with_name("csrc") / "pool3.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "avgpool.cpp"
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict = {}  # "module": the loaded extension or None; "error": why not
@@ -32,10 +32,10 @@ def enabled() -> bool:
 def build_dir() -> Path:
     """One folder per source text and torch build: a changed kernel or torch never loads a stale one."""
     key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
-    return default_cache_dir() / "torch_extensions" / f"pool3-{key}"
+    return default_cache_dir() / "torch_extensions" / f"avgpool-{key}"
 
 
-def pool3_module():
+def pool_kernels():
     """The compiled extension, or None (disabled, or it does not build here: said once in the log)."""
     if "module" in _state:
         return _state["module"]
@@ -47,7 +47,7 @@ def pool3_module():
                     _state["module"] = _build()
                 except Exception as e:  # noqa: BLE001 - no compiler, no headers...: the Python path runs
                     _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-                    log.warning("compiled CPU pool kernel unavailable (%s); using the PyTorch path (same numbers)",
+                    log.warning("compiled CPU pool kernels unavailable (%s); using the PyTorch path (same numbers)",
                                 _state["error"])
     return _state["module"]
 
@@ -59,7 +59,7 @@ def _build():
 
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    return cpp_extension.load(name="harness_pool3", sources=[str(SOURCE)], build_directory=str(folder),
+    return cpp_extension.load(name="harness_avgpool", sources=[str(SOURCE)], build_directory=str(folder),
                               extra_cflags=["-O3"], with_cuda=False, verbose=False)
 
 
@@ -67,4 +67,4 @@ def status() -> str:
     """'compiled', 'pytorch (disabled)' or 'pytorch (<why>)' - for logs and `harness bench`."""
     if not enabled():
         return "pytorch (HARNESS_CPU_KERNELS=0)"
-    return "compiled" if pool3_module() is not None else f"pytorch ({_state.get('error', 'not built')})"
+    return "compiled" if pool_kernels() is not None else f"pytorch ({_state.get('error', 'not built')})"

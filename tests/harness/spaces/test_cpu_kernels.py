@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 import harness.spaces.cpu_kernels as cpu_kernels
 from harness.spaces.base import NetConfig
-from harness.spaces.nb201 import POOL, FastAvgPool3x3, Nb201Space
+from harness.spaces.nb201 import POOL, FastAvgPool2x2, FastAvgPool3x3, Nb201Space
 
 
 @pytest.fixture
 def compiled():
-    module = cpu_kernels.pool3_module()
+    module = cpu_kernels.pool_kernels()
     if module is None:
         pytest.skip(f"the compiled kernel does not build here: {cpu_kernels.status()}")
     return module
@@ -60,6 +60,24 @@ def test_compiled_pool_gives_aten_bits_forward_and_backward(compiled, shape, dty
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(16, 8, 16, 16), (8, 16, 8, 8), (3, 5, 4, 6), (2, 2, 2, 2)])
+def test_compiled_2x2_pool_gives_aten_bits_forward_and_backward(compiled, shape, dtype):
+    g = torch.Generator().manual_seed(1)
+    ref = torch.nn.AvgPool2d(2, 2)
+    for scale in (1e-3, 1.0, 1e3):
+        x = (torch.randn(*shape, generator=g, dtype=dtype) * scale)
+        x[..., 0, 0] = -0.0
+        x.requires_grad_()
+        out_f, out_r = FastAvgPool2x2()(x), ref(x)
+        grad = torch.randn(out_r.shape, generator=g, dtype=dtype)
+        (gf,) = torch.autograd.grad(out_f, x, grad)
+        (gr,) = torch.autograd.grad(out_r, x, grad)
+        assert torch.equal(_bits(out_f), _bits(out_r)) and torch.equal(_bits(gf), _bits(gr))
+        xs = x.detach()[:, ::2]
+        assert torch.equal(_bits(FastAvgPool2x2()(xs)), _bits(ref(xs)))
+
+
 def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_path):
     """Ten SPOS steps of a tiny supernet through each path: every weight bit the same."""
     weights = []
@@ -83,7 +101,7 @@ def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_
 def test_disabled_kernels_fall_back_and_say_so(monkeypatch, pytorch_path):
     monkeypatch.setenv("HARNESS_CPU_KERNELS", "0")
     cpu_kernels._state.clear()
-    assert cpu_kernels.pool3_module() is None
+    assert cpu_kernels.pool_kernels() is None
     assert cpu_kernels.status() == "pytorch (HARNESS_CPU_KERNELS=0)"
     x = torch.randn(2, 3, 5, 5)
     ref = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)(x)
@@ -94,12 +112,12 @@ def test_a_build_failure_falls_back_once_with_the_reason(monkeypatch, pytorch_pa
     cpu_kernels._state.clear()
 
     def broken():
-        raise RuntimeError("Error building extension 'harness_pool3'\ng++: not found")
+        raise RuntimeError("Error building extension 'harness_avgpool'\ng++: not found")
 
     monkeypatch.setattr(cpu_kernels, "_build", broken)
     with caplog.at_level("WARNING", logger="harness.spaces.cpu_kernels"):
-        assert cpu_kernels.pool3_module() is None
-        assert cpu_kernels.pool3_module() is None
+        assert cpu_kernels.pool_kernels() is None
+        assert cpu_kernels.pool_kernels() is None
     assert cpu_kernels.status() == "pytorch (RuntimeError: g++: not found)"
     assert sum("unavailable" in r.message for r in caplog.records) == 1
 
@@ -107,6 +125,6 @@ def test_a_build_failure_falls_back_once_with_the_reason(monkeypatch, pytorch_pa
 def test_the_build_folder_follows_the_source_and_torch(monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     folder = cpu_kernels.build_dir()
-    assert folder.parent == tmp_path / "torch_extensions" and folder.name.startswith("pool3-")
+    assert folder.parent == tmp_path / "torch_extensions" and folder.name.startswith("avgpool-")
     monkeypatch.setattr(torch, "__version__", "0.0.0-other")
     assert cpu_kernels.build_dir() != folder
