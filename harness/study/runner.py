@@ -54,8 +54,9 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
         t0 = time.perf_counter()
         started = utc_now()
         prev = run_dir / "manifest.json"
-        if prev.exists():
-            diff = config_differences(read_json(prev).get("config", {}), cfg)
+        before = read_json(prev) if prev.exists() else {}
+        if before:
+            diff = config_differences(before.get("config", {}), cfg)
             if diff:
                 raise ConfigError(f"run folder {run_dir} holds a run with a different config ({', '.join(diff)}); "
                                   f"use another --out or the same flags to resume")
@@ -72,6 +73,9 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
             "platform": platform_record(torch.__version__, cfg.device),
             "started": started, "status": "running", "jobs": {},
         }
+        # every invocation of this run folder (first run and resumes) with its commit: `git_commit`
+        # and `started` are this invocation's, jobs record their own in their entries
+        manifest["sessions"] = [*before.get("sessions", []), {"started": started, "git_commit": manifest["git_commit"]}]
         if study_file is not None:
             manifest["study_file"] = study_file
         if hasattr(gt, "quality"):  # GT noise ceiling / standalone-vs-benchmark fidelity (issue 9)

@@ -79,6 +79,11 @@ def test_rerun_resumes_finished_jobs(tiny_run, shared_dir):
     after = json.loads((job / "result.json").read_text())
     assert after["started"] == before["started"]  # not redone
     assert (tiny_run / "jobs" / "random-s1" / "result.json").is_file()
+    # the manifest keeps every invocation with its commit; jobs carry their own
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert len(manifest["sessions"]) == 2 and manifest["sessions"][-1]["started"] == manifest["started"]
+    assert all(s["git_commit"] for s in manifest["sessions"])
+    assert manifest["jobs"]["random-s1"]["git_commit"] == manifest["git_commit"]
 
 
 @pytest.mark.slow
