@@ -35,47 +35,39 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.int32) if t.dtype == torch.float32 else t.view(torch.int64)
 
 
+POOLS = {  # fast module, ATen reference, shapes (the 2x2 pool's exact path needs even sizes)
+    "3x3": (FastAvgPool3x3, lambda: torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+            [(16, 8, 16, 16), (8, 16, 8, 8), (3, 5, 7, 9), (2, 2, 1, 1), (1, 3, 1, 6)]),
+    "2x2": (FastAvgPool2x2, lambda: torch.nn.AvgPool2d(2, 2), [(16, 8, 16, 16), (8, 16, 8, 8), (3, 5, 4, 6),
+                                                               (2, 2, 2, 2)]),
+}
+CASES = [(pool, shape) for pool, (_, _, shapes) in POOLS.items() for shape in shapes]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(16, 8, 16, 16), (8, 16, 8, 8), (3, 5, 7, 9), (2, 2, 1, 1), (1, 3, 1, 6)])
+@pytest.mark.parametrize("pool,shape", CASES, ids=[f"{p}-{'x'.join(map(str, s))}" for p, s in CASES])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_compiled_pool_gives_aten_bits_forward_and_backward(compiled, shape, dtype, threads):
+def test_compiled_pools_give_aten_bits_forward_and_backward(compiled, pool, shape, dtype, threads):
+    fast_cls, ref_factory, _ = POOLS[pool]
+    fast, ref = fast_cls(), ref_factory()
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         g = torch.Generator().manual_seed(0)
-        ref = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
         for scale in (1e-3, 1.0, 1e3):
             x = (torch.randn(*shape, generator=g, dtype=dtype) * scale)
             x[..., 0, 0] = -0.0  # signed zeros must survive as ATen leaves them
             x.requires_grad_()
-            out_f, out_r = FastAvgPool3x3()(x), ref(x)
+            out_f, out_r = fast(x), ref(x)
             grad = torch.randn(out_r.shape, generator=g, dtype=dtype)
             (gf,) = torch.autograd.grad(out_f, x, grad)
             (gr,) = torch.autograd.grad(out_r, x, grad)
             assert torch.equal(_bits(out_f), _bits(out_r)) and torch.equal(_bits(gf), _bits(gr))
-            # a non-contiguous input and gradient (a channel slice) are made contiguous first
+            # a non-contiguous input (a channel slice) is made contiguous first
             xs = x.detach()[:, ::2]
-            assert torch.equal(_bits(FastAvgPool3x3()(xs)), _bits(ref(xs)))
+            assert torch.equal(_bits(fast(xs)), _bits(ref(xs)))
     finally:
         torch.set_num_threads(old)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(16, 8, 16, 16), (8, 16, 8, 8), (3, 5, 4, 6), (2, 2, 2, 2)])
-def test_compiled_2x2_pool_gives_aten_bits_forward_and_backward(compiled, shape, dtype):
-    g = torch.Generator().manual_seed(1)
-    ref = torch.nn.AvgPool2d(2, 2)
-    for scale in (1e-3, 1.0, 1e3):
-        x = (torch.randn(*shape, generator=g, dtype=dtype) * scale)
-        x[..., 0, 0] = -0.0
-        x.requires_grad_()
-        out_f, out_r = FastAvgPool2x2()(x), ref(x)
-        grad = torch.randn(out_r.shape, generator=g, dtype=dtype)
-        (gf,) = torch.autograd.grad(out_f, x, grad)
-        (gr,) = torch.autograd.grad(out_r, x, grad)
-        assert torch.equal(_bits(out_f), _bits(out_r)) and torch.equal(_bits(gf), _bits(gr))
-        xs = x.detach()[:, ::2]
-        assert torch.equal(_bits(FastAvgPool2x2()(xs)), _bits(ref(xs)))
 
 
 def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_path):
