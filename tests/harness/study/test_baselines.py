@@ -1,20 +1,21 @@
 """Committed baselines reproduce exactly with today's code (nb201-smoke is compared by CI itself:
 `harness check --exact` in .ci/run).
 
-The study (reports/baselines/nb201-study):
-for every method whose seed-0 job is committed, a reference row is re-scored in full and its
-scores.csv must be identical; a supernet method is retrained at the study budget up to its 5 %
-curve point (1.0, 1.9 and 3.7 % of the image budget; methods with more path passes per image stop
-earlier, see `max_fraction`) and those points' scores must equal the committed curve_scores.csv
-value for value. The study was made on one machine
-(its manifest's platform), so the test applies where this machine matches it (CPU model and torch
-build where both manifests record a CPU model, else the platform string and torch build) and says
-so where it does not. Cost on the study's 2-core machine: about 1-2 minutes per supernet method.
+Every baseline that keeps its job folders (the study, reports/baselines/nb201-study, and the probe
+suites' smoke baselines once regenerated with them): for every method whose seed-0 job is committed,
+a reference row is re-scored in full and its scores.csv must be identical; a supernet method is
+retrained with the baseline's own config up to its 5 % curve point (NB201 study: 1.0, 1.9 and 3.7 %
+of the image budget; smoke's 4 points: 1 and 4.6 %; methods with more path passes per image stop
+earlier, see `max_fraction`) and those points' scores must equal the committed curve_scores.csv value
+for value. So a check costs about what 5 % of a SPOS job costs, whatever the method. A baseline was
+made on one machine (its manifest's platform), so the test applies where this machine matches it
+(CPU model and torch build where both manifests record a CPU model, else the platform string and
+torch build) and says so where it does not. Cost on the study's 2-core machine: about 1-2 minutes
+per supernet method of the study, seconds at smoke.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 from pathlib import Path
 
@@ -30,19 +31,28 @@ from harness.core.provenance import cpu_model
 from harness.engine.curves import FidelityCurveHook, curve_fractions, read_curve_scores
 from harness.engine.method import create_method
 from harness.study.plan import resolve
-from harness.study.runner import run
 from harness.study.spec import RunConfig
 
 REPO = Path(__file__).resolve().parents[3]
-STUDY = REPO / "reports" / "baselines" / "nb201-study"
+BASELINES = REPO / "reports" / "baselines"
+# the baselines checked job by job; a probe baseline without job folders (made before they were
+# committed) is skipped, saying so
+JOB_BASELINES = ("nb201-study", "resnet-probe13-smoke", "mobilenet-probe13-smoke")
 MAX_FRACTION = 0.05
 
 
-def committed_jobs() -> list[str]:
-    """Methods whose seed-0 job is committed."""
-    if not (STUDY / "manifest.json").is_file():
+def committed_jobs(name: str) -> list[str]:
+    """Methods whose seed-0 job is committed in baseline ``name``."""
+    folder = BASELINES / name
+    if not (folder / "manifest.json").is_file():
         return []
-    return sorted(p.name[:-3] for p in (STUDY / "jobs").glob("*-s0") if (p / "scores.csv").is_file())
+    return sorted(p.name[:-3] for p in (folder / "jobs").glob("*-s0") if (p / "scores.csv").is_file())
+
+
+def checked_jobs() -> list[tuple[str, str]]:
+    """(baseline, method) for every committed seed-0 job; a placeholder row per baseline without
+    job folders, so that it shows as skipped with its reason rather than silently unchecked."""
+    return [(name, method) for name in JOB_BASELINES for method in committed_jobs(name) or ["(no job folders)"]]
 
 
 def platform_mismatch(manifest: dict) -> str:
@@ -89,16 +99,29 @@ def stopping_curve_hook(last_point: int):
 
 
 @pytest.fixture(scope="module")
-def study_plan(shared_dir):
-    manifest = read_json(STUDY / "manifest.json")
+def plan_cache() -> dict:
+    return {}
+
+
+def baseline_plan(name: str, shared_dir: Path, cache: dict):
+    """The baseline's seed-0 plan (resolved once per baseline), or a skip saying why it does not apply."""
+    folder = BASELINES / name
+    if not (folder / "manifest.json").is_file():
+        pytest.skip(f"reports/baselines/{name} is not committed")
+    manifest = read_json(folder / "manifest.json")
     why = platform_mismatch(manifest)
     if why:
-        pytest.skip(f"the committed study was made on another platform ({why}); exact reproduction is "
-                    f"checked only there (the study's numbers themselves are in its folder)")
-    plan = resolve(seed0_config(manifest, shared_dir), say=lambda m: None)
-    assert dataclasses.asdict(plan.budget) == budget_record(manifest["budget"]), \
-        "the study budget changed since the study ran"
-    return plan
+        pytest.skip(f"{name} was made on another platform ({why}); exact reproduction is checked only "
+                    f"there (its numbers themselves are in its folder)")
+    if not committed_jobs(name):
+        pytest.skip(f"{name} has no committed job folders (made before they were kept): regenerate it "
+                    f"and export it with tools/export_run.py to check it here")
+    if name not in cache:
+        plan = resolve(seed0_config(manifest, shared_dir), say=lambda m: None)
+        assert dataclasses.asdict(plan.budget) == budget_record(manifest["budget"]), \
+            f"the {manifest['config']['budget']} budget changed since {name} ran"
+        cache[name] = plan
+    return cache[name]
 
 
 def changed_config(method: str, committed: Path) -> list[str]:
@@ -114,19 +137,20 @@ def _jsonish(value):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", committed_jobs() or ["(no committed study)"])
-def test_committed_study_seed0_reproduces(method, study_plan, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("baseline", "method"), checked_jobs())
+def test_committed_seed0_reproduces(baseline, method, shared_dir, plan_cache, tmp_path, monkeypatch):
+    plan = baseline_plan(baseline, shared_dir, plan_cache)
     job = f"{method}-s0"
-    committed = STUDY / "jobs" / job
+    committed = BASELINES / baseline / "jobs" / job
     changed = changed_config(method, committed)
     if changed:  # a default changed on purpose (e.g. STC-NAS's optimiser, issue 19): rows to regenerate
         pytest.skip(f"{method}'s defaults changed since its committed row ({', '.join(changed)}); its "
-                    f"nb201-study rows are the 'before' and are regenerated by rerunning the method")
+                    f"{baseline} rows are the 'before' and are regenerated by rerunning the method")
     if create_method(method).trains_supernet:
-        fractions = curve_fractions(study_plan.budget.curve_points)
+        fractions = curve_fractions(plan.budget.curve_points)
         last = max(i for i, f in enumerate(fractions) if f <= max_fraction(committed))
         monkeypatch.setattr(jobs, "FidelityCurveHook", stopping_curve_hook(last))
-        result = jobs.run_job(tmp_path, study_plan.job_plan(), method, 0)
+        result = jobs.run_job(tmp_path, plan.job_plan(), method, 0)
         assert "StopAfterPoint" in str(result.get("reason")), result.get("reason")
         mine = read_curve_scores(tmp_path / "jobs" / job)
         theirs = read_curve_scores(committed)
@@ -134,31 +158,9 @@ def test_committed_study_seed0_reproduces(method, study_plan, tmp_path, monkeypa
         assert sorted(mine["point"].unique()) == list(range(last + 1))
         pd.testing.assert_frame_equal(mine.reset_index(drop=True), theirs, check_exact=True)
     else:
-        result = jobs.run_job(tmp_path, study_plan.job_plan(), method, 0)
+        result = jobs.run_job(tmp_path, plan.job_plan(), method, 0)
         assert result["status"] == "done", result.get("reason")
         mine = pd.read_csv(tmp_path / "jobs" / job / "scores.csv")
         theirs = pd.read_csv(committed / "scores.csv")
         pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
         assert np.isfinite(mine["score"]).all()
-
-
-# --- the probe suites' smoke baselines: seed 0 of every method, metrics value for value ------
-PROBE_BASELINES = ("resnet-probe13-smoke", "mobilenet-probe13-smoke")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", PROBE_BASELINES)
-def test_probe_baseline_seed0_reproduces(name, shared_dir, tmp_path):
-    """Re-runs seed 0 of the committed probe baseline with its own command (about 15-35 CPU-minutes
-    where it applies) and compares its metrics.csv rows exactly."""
-    folder = REPO / "reports" / "baselines" / name
-    manifest = read_json(folder / "manifest.json")
-    why = platform_mismatch(manifest)
-    if why:
-        pytest.skip(f"{name} was made on another platform ({why}); exact reproduction is checked only there")
-    run(seed0_config(manifest, shared_dir, out=str(tmp_path / "run")), out_stream=open(os.devnull, "w"))
-    keys = ["method", "seed", "gt", "subset", "metric", "k"]
-    mine = pd.read_csv(tmp_path / "run" / "metrics.csv").set_index(keys)["value"].sort_index()
-    theirs = pd.read_csv(folder / "metrics.csv")
-    theirs = theirs[theirs["seed"] == 0].set_index(keys)["value"].sort_index()
-    pd.testing.assert_series_equal(mine, theirs, check_exact=True)
