@@ -1,4 +1,4 @@
-"""The `harness` command: one module per subcommand (run, list, report + compare, check, gt, bench),
+"""The `harness` command: one module per subcommand (run, merge, list, report + compare, check, gt, bench),
 each exposing ``add_parser(subparsers)``.
 
 User errors (``HarnessError``) print one line and exit 2; other exceptions are bugs and raise.
@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli import bench, check, gt, listing, report, run
+from harness.cli import bench, check, gt, listing, merge, report, run
 from harness.core.errors import HarnessError
 
-COMMANDS = (run, listing, report, check, gt, bench)
+COMMANDS = (run, merge, listing, report, check, gt, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
