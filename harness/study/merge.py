@@ -43,13 +43,13 @@ def manifest_of(run_dir: Path) -> dict:
     return read_json(path)
 
 
-def run_config(manifest: dict, run_dir: Path, data_dir: str | None = None) -> RunConfig:
-    """The run's config from its manifest, reading data from this machine (``data_dir`` or
-    HARNESS_DATA_DIR), without progress bars or a report."""
+def run_config(manifest: dict, run_dir: Path | None, data_dir: str | None = None) -> RunConfig:
+    """The run's config from its manifest (``out`` = ``run_dir``), reading data from this machine
+    (``data_dir`` or HARNESS_DATA_DIR), without progress bars or a report."""
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     values = {k: v for k, v in manifest.get("config", {}).items() if k in fields and v is not None}
-    return config_from_study(values, {"out": str(run_dir), "data_dir": data_dir, "cache_dir": None,
-                                      "progress": False, "report": False})
+    return config_from_study(values, {"out": str(run_dir) if run_dir is not None else None, "data_dir": data_dir,
+                                      "cache_dir": None, "progress": False, "report": False})
 
 
 def shard_differences(run_manifest: dict, src_manifest: dict, run_cfg: RunConfig) -> list[str]:

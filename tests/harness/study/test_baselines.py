@@ -30,6 +30,7 @@ from harness.core.io import read_json
 from harness.core.provenance import cpu_model
 from harness.engine.curves import FidelityCurveHook, curve_fractions, read_curve_scores
 from harness.engine.method import create_method
+from harness.study.merge import run_config
 from harness.study.plan import resolve
 from harness.study.spec import RunConfig
 
@@ -68,12 +69,7 @@ def platform_mismatch(manifest: dict) -> str:
 
 def seed0_config(manifest: dict, data_dir: Path, out: str | None = None) -> RunConfig:
     """The manifest's run config, for seed 0 only, reading data from this machine's data dir."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = {k: v for k, v in manifest["config"].items() if k in fields}
-    cfg.update(methods=tuple(cfg["methods"]), seeds=(0,), gt=tuple(cfg["gt"]) if cfg.get("gt") else None,
-               budget_overrides=tuple(cfg.get("budget_overrides", {}).items()), compare=tuple(cfg.get("compare", ())),
-               out=out, data_dir=str(data_dir), cache_dir=None, progress=False, report=False)
-    return RunConfig(**cfg)
+    return dataclasses.replace(run_config(manifest, out, str(data_dir)), seeds=(0,))
 
 
 def max_fraction(job_dir: Path) -> float:
