@@ -76,6 +76,8 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
         # every invocation of this run folder (first run and resumes) with its commit: `git_commit`
         # and `started` are this invocation's, jobs record their own in their entries
         manifest["sessions"] = [*before.get("sessions", []), {"started": started, "git_commit": manifest["git_commit"]}]
+        if before.get("merges"):  # jobs that `harness merge` brought in from shards
+            manifest["merges"] = before["merges"]
         if study_file is not None:
             manifest["study_file"] = study_file
         if hasattr(gt, "quality"):  # GT noise ceiling / standalone-vs-benchmark fidelity (issue 9)

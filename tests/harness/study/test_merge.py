@@ -110,3 +110,13 @@ def test_cli_merges(runs, shared_dir, tmp_path, capsys):
     assert main(["merge", str(target), str(runs / "shard"), "--data-dir", str(shared_dir)]) == 0
     assert "4 of 4 jobs done" in capsys.readouterr().out
     assert (target / "jobs" / "random-s1" / "result.json").is_file()
+
+
+def test_resume_after_a_merge_keeps_the_merge_record(runs, shared_dir, tmp_path):
+    target = without_seed1(runs, tmp_path / "target")
+    merge_runs(target, [runs / "shard"], data_dir=str(shared_dir), say=lambda m: None)
+    run(config(shared_dir, target, (0, 1)), out_stream=open(os.devnull, "w"))  # nothing left to run
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["merges"][-1]["jobs"] == ["params-s1", "random-s1"]
+    pd.testing.assert_frame_equal(pd.read_csv(target / "metrics.csv"), pd.read_csv(runs / "whole" / "metrics.csv"),
+                                  check_exact=True)
