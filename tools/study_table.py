@@ -1,8 +1,11 @@
 """A markdown table of a run folder's jobs, for READMEs and closing notes: per job its commit,
 Kendall tau and Spearman (against the run's first GT column, all scored architectures), wall and
 CPU minutes, path passes per image, curve cost and warnings. Unfinished jobs are listed as such.
+``--by-method``: one row per method (seeds done, tau mean +- std and per seed, mean Spearman, CPU
+minutes per job, passes) and the run's paired tests (first GT column).
 
     python tools/study_table.py RUN [RUN ...]
+    python tools/study_table.py --by-method RUN
 """
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ import sys
 from pathlib import Path
 
 
-def rows(run: Path) -> list[str]:
-    manifest = json.loads((run / "manifest.json").read_text())
+def scored_values(run: Path, manifest: dict) -> dict[tuple[str, str, str], float]:
+    """(method, seed, metric) -> value on all scored architectures, against the first GT column."""
     gt = manifest["gt_columns"][0] if manifest.get("gt_columns") else None
     values: dict[tuple[str, str, str], float] = {}
     if (run / "metrics.csv").is_file():
@@ -21,6 +24,53 @@ def rows(run: Path) -> list[str]:
             for r in csv.DictReader(f):
                 if r["subset"] == "scored" and r["gt"] == gt and not r["k"] and r["value"]:
                     values[(r["method"], r["seed"], r["metric"])] = float(r["value"])
+    return values
+
+
+def cpu_range(minutes: list[float]) -> str:
+    lo, hi = (f"{min(minutes):.1f}", f"{max(minutes):.1f}") if minutes else ("", "")
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def by_method(run: Path) -> list[str]:
+    manifest = json.loads((run / "manifest.json").read_text())
+    values = scored_values(run, manifest)
+    out = ["| method | seeds | Kendall tau | per seed | Spearman (mean) | CPU min / job | fwd + bwd passes / image |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in manifest["config"]["methods"]:
+        done = [j for j in manifest["jobs"].values() if j["method"] == m and j.get("status") == "done"]
+        if not done:
+            out.append(f"| {m} | - | pending | | | | |")
+            continue
+        seeds = [str(j["seed"]) for j in done]
+        tau = [values[(m, s, "kendall_tau")] for s in seeds]
+        rho = [values[(m, s, "spearman_rho")] for s in seeds]
+        mean = sum(tau) / len(tau)
+        std = (sum((t - mean) ** 2 for t in tau) / (len(tau) - 1)) ** 0.5 if len(tau) > 1 else 0.0
+        cpu = [j["cpu_s"] / 60 for j in done if j.get("cpu_s") is not None]
+        c = done[0].get("counters", {})
+        passes = (f"{c.get('forward_passes_per_image', 0):.2f} + {c.get('backward_passes_per_image', 0):.2f}"
+                  if c.get("forward_passes_per_image") else "-")
+        out.append(f"| {m} | {','.join(seeds)} | {mean:+.3f}" + (f" ± {std:.3f}" if len(tau) > 1 else "") +
+                   f" | {', '.join(f'{t:+.3f}' for t in tau)} | {sum(rho) / len(rho):+.3f} | "
+                   f"{cpu_range(cpu)} | {passes} |")
+    paired = run / "paired.csv"
+    gt = manifest["gt_columns"][0]
+    if paired.is_file():
+        out += ["", "| A - B | seeds | tau difference [95 % CI] | per seed | verdict |", "| --- | --- | --- | --- | --- |"]
+        with open(paired) as f:
+            for r in csv.DictReader(f):
+                if r["gt"] != gt:
+                    continue
+                ci = "" if not r["ci_low"] else f" [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}]"
+                out.append(f"| {r['a']} - {r['b']} | {r['n_seeds']} | {float(r['diff']):+.3f}{ci} | {r['per_seed']} | "
+                           f"{r['verdict']} |")
+    return out
+
+
+def rows(run: Path) -> list[str]:
+    manifest = json.loads((run / "manifest.json").read_text())
+    values = scored_values(run, manifest)
     out = []
     for name, job in manifest["jobs"].items():
         m, s = job["method"], str(job["seed"])
@@ -42,6 +92,10 @@ def rows(run: Path) -> list[str]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--by-method"]:
+        for arg in sys.argv[2:]:
+            print("\n".join(by_method(Path(arg))))
+        sys.exit(0)
     print("| job | commit | status | Kendall tau | Spearman | wall min | CPU min | fwd + bwd passes / image | "
           "curve min | warnings |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
