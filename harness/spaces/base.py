@@ -143,6 +143,13 @@ class SearchSpace(ABC):
         weights get no gradient and do not change the output). Chain spaces: none (the default)."""
         return ()
 
+    def computes_from_input(self, arch: Arch) -> bool:
+        """Whether ``arch``'s output depends on its input at all. On a DAG with a zero operator a
+        cell can have no non-zero route from input to output (NB201: about 2 % of the space); such
+        a network outputs the same vector for every image, which says nothing about training
+        (e.g. a collapse check must not read it). Chain spaces: always (the default)."""
+        return True
+
     def named_subsets(self) -> dict[str, Callable[[Arch], bool]]:
         """Extra named architecture filters usable as ``--archs NAME``."""
         return {}

@@ -366,6 +366,11 @@ class Nb201Space(SearchSpace):
     def dead_decisions(self, arch: Arch) -> tuple[int, ...]:
         return dead_edges(tuple(arch))
 
+    def computes_from_input(self, arch: Arch) -> bool:
+        """Some non-`none` edge lies on an all-non-`none` route from node 0 to node 3."""
+        arch = tuple(arch)
+        return len(set(e for e in range(len(EDGES)) if arch[e] != NONE) - set(dead_edges(arch))) > 0
+
     # --- strings -------------------------------------------------------------------------
     def parse(self, text: str) -> Arch:
         """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` exactly (no spaces, no reordering)."""

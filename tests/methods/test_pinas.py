@@ -180,6 +180,26 @@ def test_all_zero_embeddings_are_collapsed_not_nan(tmp_path):
         m.check_collapse(student, job, [job.space.sample(job.rng("c")) for _ in range(2)])
 
 
+DISCONNECTED = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|"  # node 3 unreached
+CONNECTED = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+@pytest.mark.parametrize(("path_i", "path_j", "skipped"), [(DISCONNECTED, DISCONNECTED, True),
+                                                           (DISCONNECTED, CONNECTED, False)])
+def test_in_step_collapse_check_never_reads_a_cell_without_a_route(tmp_path, monkeypatch, path_i, path_j, skipped):
+    """A cell with no non-zero route embeds every image alike at any state of training: the check
+    reads the step's other path instead, and skips (counting) when neither has a route. Reading it
+    called the study's seed-0 job collapsed."""
+    job = make_job(tmp_path)
+    space = job.space
+    a, b = space.parse(path_i), space.parse(path_j)
+    assert not space.computes_from_input(a) and space.computes_from_input(b) == (not skipped)
+    monkeypatch.setattr(pinas_module, "sample_paths", lambda *args, **kw: (a, b))
+    _method("pinas", collapse_check_every=1).fit(job)  # raised Collapsed at step 1 before
+    steps = job.state["pinas"]["train_steps"]
+    assert job.state["pinas"]["collapse_checks_skipped"] == (steps if skipped else 0)
+
+
 # --- linear evaluation ------------------------------------------------------------------
 def test_linear_evaluation_leaves_supernet_and_bn_buffers_unchanged(tmp_path):
     job = make_job(tmp_path)

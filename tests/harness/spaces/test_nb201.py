@@ -126,3 +126,26 @@ def test_named_subset_no_none_no_skip():
     archs = resolve_archs(SPACE, "no-none-no-skip")
     assert len(archs) == 3 ** 6
     assert len(resolve_archs(SPACE, "unique")) == 6466
+
+
+def test_computes_from_input_matches_the_network():
+    """A cell with no non-zero route from input to output gives every image the same output, and
+    every other cell does not (checked through the standalone network on a random batch)."""
+    torch.manual_seed(0)
+    archs = list(SPACE.enumerate())
+    disconnected = [a for a in archs if not SPACE.computes_from_input(a)]
+    # by hand: node 3 unreached means (3<-0) none, (3<-1) none or node 1 unfed, (3<-2) none or node 2 unfed
+    assert 0.01 < len(disconnected) / len(archs) < 0.03
+    rng = np.random.default_rng(0)
+    connected = [a for a in archs if SPACE.computes_from_input(a)]
+    picks = ([disconnected[i] for i in rng.choice(len(disconnected), 6, replace=False)]
+             + [connected[i] for i in rng.choice(len(connected), 6, replace=False)]
+             + [SPACE.parse("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"),
+                SPACE.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")])
+    x = torch.randn(6, 3, 8, 8)
+    for arch in picks:
+        net = SPACE.build_standalone(arch, CFG).train()
+        with torch.no_grad():
+            out = net(x, arch)
+        constant = bool((out - out[0]).abs().max() == 0)
+        assert constant == (not SPACE.computes_from_input(arch)), SPACE.format(arch)
