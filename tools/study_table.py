@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -45,13 +46,12 @@ def by_method(run: Path) -> list[str]:
         seeds = [str(j["seed"]) for j in done]
         tau = [values[(m, s, "kendall_tau")] for s in seeds]
         rho = [values[(m, s, "spearman_rho")] for s in seeds]
-        mean = sum(tau) / len(tau)
-        std = (sum((t - mean) ** 2 for t in tau) / (len(tau) - 1)) ** 0.5 if len(tau) > 1 else 0.0
+        mean = statistics.mean(tau)
         cpu = [j["cpu_s"] / 60 for j in done if j.get("cpu_s") is not None]
         c = done[0].get("counters", {})
         passes = (f"{c.get('forward_passes_per_image', 0):.2f} + {c.get('backward_passes_per_image', 0):.2f}"
                   if c.get("forward_passes_per_image") else "-")
-        out.append(f"| {m} | {','.join(seeds)} | {mean:+.3f}" + (f" ± {std:.3f}" if len(tau) > 1 else "") +
+        out.append(f"| {m} | {','.join(seeds)} | {mean:+.3f}" + (f" ± {statistics.stdev(tau):.3f}" if len(tau) > 1 else "") +
                    f" | {', '.join(f'{t:+.3f}' for t in tau)} | {sum(rho) / len(rho):+.3f} | "
                    f"{cpu_range(cpu)} | {passes} |")
     paired = run / "paired.csv"

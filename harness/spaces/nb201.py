@@ -368,8 +368,8 @@ class Nb201Space(SearchSpace):
 
     def computes_from_input(self, arch: Arch) -> bool:
         """Some non-`none` edge lies on an all-non-`none` route from node 0 to node 3."""
-        arch = tuple(arch)
-        return len(set(e for e in range(len(EDGES)) if arch[e] != NONE) - set(dead_edges(arch))) > 0
+        dead = dead_edges(tuple(arch))
+        return any(op != NONE and e not in dead for e, op in enumerate(arch))
 
     # --- strings -------------------------------------------------------------------------
     def parse(self, text: str) -> Arch:

@@ -101,6 +101,15 @@ def aggregate(run_dir: Path, plan: StudyPlan, results: list[dict], manifest: dic
     return summary
 
 
+def aggregate_job_folders(run_dir: Path, plan: StudyPlan, manifest: dict) -> list[dict]:
+    """``aggregate`` over what the job folders hold now (jobs without a result are `pending`); sets
+    ``manifest["jobs"]``. A run refreshes with it after every job, `harness merge` after a merge."""
+    results = ordered_results(plan.cfg, collect_results(run_dir, plan.cfg))
+    manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in results}
+    aggregate(run_dir, plan, results, manifest)
+    return results
+
+
 def paired_comparisons(estimates: pd.DataFrame, gt, space, gt_columns, cfg: RunConfig) -> pd.DataFrame:
     """Every finished method against spos and params (and the run's --compare pairs): the paired
     hierarchical-bootstrap test of the Kendall-tau difference, per GT column."""

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.core.errors import ConfigError, DataError
-from harness.core.io import RunLock, read_json
+from harness.core.io import RunLock, read_json, write_json
 from harness.core.provenance import utc_now
-from harness.study.aggregate import aggregate, collect_results, ordered_results
+from harness.study.aggregate import aggregate_job_folders
 from harness.study.jobs import job_name
 from harness.study.plan import resolve
 from harness.study.spec import EXECUTION_FIELDS, RunConfig, config_differences, config_from_study
@@ -141,17 +141,16 @@ def merge_runs(run_dir: Path, sources: Sequence[Path] = (), data_dir: str | None
             say(f"kept {name}: finished here and in {src} with the same scores")
         for src, name in merge.outside:
             say(f"left out {name} from {src}: not a job of this run (its methods x seeds)")
-        results = ordered_results(cfg, collect_results(run_dir, cfg))
-        manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in results}
         if merge.copy:
             by_source: dict[str, list[str]] = {}
             for src, name in merge.copy:
                 by_source.setdefault(str(src), []).append(name)
             manifest["merges"] = [*manifest.get("merges", []),
                                   *({"from": s, "jobs": names, "at": utc_now()} for s, names in by_source.items())]
-        if all(r["status"] == "done" for r in results):
+        results = aggregate_job_folders(run_dir, plan, manifest)
+        if all(r["status"] == "done" for r in results) and manifest.get("status") != "done":
             manifest["status"] = "done"
-        aggregate(run_dir, plan, results, manifest)
+            write_json(run_dir / "manifest.json", manifest)
         done = sum(r["status"] == "done" for r in results)
         say(f"{run_dir}: {done} of {len(results)} jobs done; run-level files recomputed")
     return merge

@@ -25,7 +25,7 @@ from harness.engine.diagnostics import default_hooks_factory
 from harness.engine.taskdata import prepare_data
 from harness.executors import run_jobs
 from harness.groundtruth.table import format_quality
-from harness.study.aggregate import PAIRED, aggregate, collect_results, ordered_results, paired_text, summary_table
+from harness.study.aggregate import PAIRED, aggregate, aggregate_job_folders, ordered_results, paired_text, summary_table
 from harness.study.jobs import JobRunner, job_name
 from harness.study.plan import resolve
 from harness.study.spec import STUDY_FILE, RunConfig, config_differences, json_config, study_toml
@@ -87,9 +87,7 @@ def run(cfg: RunConfig, out_stream=sys.stdout, hooks_factory=None,
         def refresh(_result: dict | None = None) -> None:
             """Aggregate what has finished so far (the rest `pending`): a study stopped part-way
             still has its metrics, curves and summary, and resumes with the same --out."""
-            partial = ordered_results(cfg, collect_results(run_dir, cfg))
-            manifest["jobs"] = {job_name(r["method"], r["seed"]): r for r in partial}
-            aggregate(run_dir, plan, partial, manifest)
+            aggregate_job_folders(run_dir, plan, manifest)
 
         refresh()
         runner = JobRunner(run_dir, plan.job_plan(), hooks_factory)
