@@ -354,20 +354,22 @@ def picked_gt(pred: npt.ArrayLike, gt: npt.ArrayLike, k: None = None) -> float:
     pick, so a method cannot gain or lose by the input order of its ties.
     """
     _no_k(k, "picked_gt")
-    p, g = _clean(pred, gt)
-    if p.size < 2:
-        return math.nan
-    return float(g[p == p.max()].mean())
+    return _picked(*_clean(pred, gt))[0]
 
 
 @register_metric("regret", higher_is_better=False)
 def regret(pred: npt.ArrayLike, gt: npt.ArrayLike, k: None = None) -> float:
     """max(gt) - picked_gt: accuracy lost by trusting the method instead of an oracle."""
     _no_k(k, "regret")
-    p, g = _clean(pred, gt)
+    picked, best = _picked(*_clean(pred, gt))
+    return best - picked
+
+
+def _picked(p: np.ndarray, g: np.ndarray) -> tuple[float, float]:
+    """(mean gt of the top-scored ties, best gt); NaNs below two points."""
     if p.size < 2:
-        return math.nan
-    return float(g.max() - g[p == p.max()].mean())
+        return math.nan, math.nan
+    return float(g[p == p.max()].mean()), float(g.max())
 
 
 # --------------------------------------------------------------------------- batch + stats
