@@ -9,6 +9,7 @@ compiler, or with ``HARNESS_CPU_KERNELS=0``, the pure-PyTorch path runs: slower,
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -61,6 +62,18 @@ def _build():
     folder.mkdir(parents=True, exist_ok=True)
     return cpp_extension.load(name="harness_avgpool", sources=[str(SOURCE)], build_directory=str(folder),
                               extra_cflags=["-O3"], with_cuda=False, verbose=False)
+
+
+@contextlib.contextmanager
+def disabled():
+    """The pure-PyTorch pool path inside the block (same numbers). For tracing with torch.compile,
+    which cannot see into the extension: a graph traced inside the block keeps the traced path."""
+    module = pool_kernels()
+    _state["module"] = None
+    try:
+        yield
+    finally:
+        _state["module"] = module
 
 
 def status() -> str:

@@ -120,3 +120,19 @@ def test_the_build_folder_follows_the_source_and_torch(monkeypatch, tmp_path):
     assert folder.parent == tmp_path / "torch_extensions" and folder.name.startswith("avgpool-")
     monkeypatch.setattr(torch, "__version__", "0.0.0-other")
     assert cpu_kernels.build_dir() != folder
+
+
+def test_disabled_block_runs_the_pytorch_path_and_restores_the_kernels(compiled, monkeypatch):
+    calls = []
+    real_pool3 = compiled.pool3
+    monkeypatch.setattr(cpu_kernels, "_state", {"module": type("K", (), {
+        "pool3": staticmethod(lambda *a: calls.append("kernel") or real_pool3(*a))})()})
+    x = torch.randn(2, 3, 5, 5)
+    with pytest.raises(KeyError):
+        with cpu_kernels.disabled():
+            assert cpu_kernels.pool_kernels() is None
+            FastAvgPool3x3()(x)
+            raise KeyError("an error inside the block")
+    assert calls == []
+    FastAvgPool3x3()(x)
+    assert calls == ["kernel"]  # restored after the error
