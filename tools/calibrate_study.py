@@ -12,8 +12,10 @@ set. Re-running skips finished rows and resumes an interrupted job from its chec
 from __future__ import annotations
 
 import csv
+import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -67,8 +69,6 @@ def main(root: Path, names: list[str]) -> None:
             wall = time.perf_counter() - t0
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            import json
-
             job = json.loads((out / "manifest.json").read_text())["jobs"][f"spos-s{seed}"]
             row = {"candidate": name, "seed": seed, "overrides": ";".join(f"{k}={v}" for k, v in overrides.items()),
                    "kendall_tau": metric(out, "kendall_tau"), "spearman_rho": metric(out, "spearman_rho"),
@@ -86,8 +86,6 @@ def main(root: Path, names: list[str]) -> None:
 
 def table(root: Path) -> str:
     """Per candidate: shape, epochs, per-seed tau, mean +- std, wall and CPU minutes per job."""
-    import statistics
-
     with open(root / "calibration.csv") as f:
         rows = list(csv.DictReader(f))
     lines = ["| candidate | shape | epochs | Kendall tau per seed | mean ± std | Spearman mean | wall min / job | "
