@@ -107,6 +107,9 @@ class KShotConfig(MethodConfig):
     spread_archs: int = 500  # architectures whose codes are compared with 1/K after training
     uniform_warn_rel: float = 0.25  # warn when every code is within this x 1/K of 1/K
     onehot_warn: float = 0.9  # warn when the mean over architectures of the largest code is above this
+    # warn when at least this share of architectures weight one copy highest and that copy's mean
+    # code is above 1/2: K-shot then trains and scores close to one supernet (the K = 1 case)
+    single_supernet_warn: float = 0.9
 
     def validate(self) -> None:
         if self.k < 1:
@@ -352,14 +355,21 @@ class KShotRun:
 
 # --- scoring and the codes' spread ------------------------------------------------------------
 def code_deviation(codes: np.ndarray, k: int) -> dict:
-    """How far codes (n x K) are from the fixed 1/K: min, max and max |code - 1/K| (also / (1/K)),
-    and how close they are to one-hot: the mean over architectures of each code's largest entry."""
+    """How far codes (n x K) are from the fixed 1/K: min, max and max |code - 1/K| (also / (1/K));
+    how close they are to one-hot: the mean over architectures of each code's largest entry; and
+    whether one supernet copy took over: the copy most architectures weight highest
+    (``dominant_supernet``), the share of architectures that do (``dominant_share``) and that copy's
+    mean code over all architectures (``dominant_mean_code``)."""
     if codes.size == 0:
         return {"k": k, "n_archs": 0, "uniform": 1.0 / k}
     dev = float(np.abs(codes - 1.0 / k).max())
+    counts = np.bincount(codes.argmax(1), minlength=k)
+    dominant = int(counts.argmax())
     return {"k": k, "n_archs": int(codes.shape[0]), "uniform": 1.0 / k, "min": float(codes.min()),
             "max": float(codes.max()), "max_abs_deviation": dev, "max_rel_deviation": dev * k,
-            "mean_largest_code": float(codes.max(1).mean())}
+            "mean_largest_code": float(codes.max(1).mean()), "dominant_supernet": dominant,
+            "dominant_share": float(counts[dominant] / codes.shape[0]),
+            "dominant_mean_code": float(codes[:, dominant].mean())}
 
 def code_spread(codes: np.ndarray) -> dict:
     """Summary of learned codes (n x K): per-k mean/std, entropy, distance between codes."""
@@ -446,7 +456,11 @@ def warn_if_degenerate(job, run: KShotRun, config: KShotConfig) -> dict:
     (their own stream: nothing else's numbers move) and warns when K-shot stayed the fixed-1/K
     baseline (max |code - 1/K| below ``uniform_warn_rel`` x 1/K) or collapsed the other way, to
     near one-hot codes (mean largest code above ``onehot_warn``: each architecture then uses one
-    of the K supernets, i.e. K separate one-shot supernets rather than a learned combination)."""
+    of the K supernets, i.e. K separate one-shot supernets rather than a learned combination), or
+    onto one copy (at least ``single_supernet_warn`` of the architectures weight the same copy
+    highest, with a mean code above 1/2 there: one supernet, the ``kshot-k1`` case, at K times its
+    cost). Seen in the committed NB201 study: K-shot seed 0 at `study` weights copy 7 highest for all
+    300 scored architectures, with a mean code of 0.82 there (under ``onehot_warn``)."""
     rng = job.rng("kshot-spread")
     dev = code_deviation(run.codes([job.space.sample(rng) for _ in range(config.spread_archs)]), run.k)
     job.record("kshot_code_deviation", dev)
@@ -459,4 +473,10 @@ def warn_if_degenerate(job, run: KShotRun, config: KShotConfig) -> dict:
         job.warn(f"K-shot codes collapsed to near one-hot: mean largest code = {dev['mean_largest_code']:.3g} "
                  f"over {dev['n_archs']} architectures (1/K = {1 / run.k:.3g}): each architecture uses about one of "
                  f"the K supernets", kshot_mean_largest_code=dev["mean_largest_code"])
+    if dev["n_archs"] and dev["dominant_share"] >= config.single_supernet_warn and dev["dominant_mean_code"] > 0.5:
+        job.warn(f"K-shot collapsed onto one supernet: {dev['dominant_share']:.0%} of {dev['n_archs']} architectures "
+                 f"weight copy {dev['dominant_supernet']} highest, with a mean code of "
+                 f"{dev['dominant_mean_code']:.3g} there (1/K = {1 / run.k:.3g}): the run is close to one "
+                 f"supernet (kshot-k1) at {run.k} times its cost",
+                 kshot_dominant_share=dev["dominant_share"], kshot_dominant_mean_code=dev["dominant_mean_code"])
     return dev

@@ -12,7 +12,8 @@ import torch
 from harness.engine.method import create_method
 from harness.budgets import get_budget
 from methods.kshot import (CODES_CSV, SIMPLEX_LR, KShotConfig, KShotCtx, KShotOp, KShotRun, SimplexNet, code_deviation,
-                           code_spread, kshot_ops, merge_weights, simplex_lr, simplex_paths, uniform_code)
+                           code_spread, kshot_ops, merge_weights, simplex_lr, simplex_paths, uniform_code,
+                           warn_if_degenerate)
 
 
 
@@ -316,3 +317,38 @@ def test_kshot_warns_when_codes_collapse_to_one_hot(job_factory):
     assert dev["mean_largest_code"] > 0.9
     assert any("collapsed to near one-hot" in w for w in job.warnings)
     assert job.extra["kshot_mean_largest_code"] == dev["mean_largest_code"]
+
+
+def test_code_deviation_finds_the_copy_most_architectures_weight_highest():
+    codes = np.array([[0.1, 0.7, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.6, 0.2, 0.1, 0.1], [0.1, 0.8, 0.05, 0.05]])
+    dev = code_deviation(codes, 4)
+    assert dev["dominant_supernet"] == 1 and dev["dominant_share"] == 0.75
+    assert dev["dominant_mean_code"] == pytest.approx((0.7 + 0.5 + 0.2 + 0.8) / 4)
+    # one-hot codes spread over the copies: near one-hot, but no single copy took over
+    spread = code_deviation(np.eye(4), 4)
+    assert spread["mean_largest_code"] == 1.0 and spread["dominant_share"] == 0.25
+
+
+class _FixedCodes:
+    """A K-shot run stand-in whose codes are fixed (warn_if_degenerate reads k and codes)."""
+
+    def __init__(self, codes: np.ndarray):
+        self.k, self._codes = codes.shape[1], codes
+
+    def codes(self, archs):
+        return self._codes[np.arange(len(archs)) % len(self._codes)]
+
+
+@pytest.mark.parametrize("codes,warned", [
+    (np.array([[0.05, 0.75, 0.1, 0.1], [0.1, 0.6, 0.2, 0.1]]), True),   # every arch on copy 1, mean 0.675
+    (np.array([[0.05, 0.75, 0.1, 0.1], [0.6, 0.1, 0.2, 0.1]]), False),  # half on copy 1, half on copy 0
+    (np.array([[0.2, 0.4, 0.2, 0.2], [0.2, 0.45, 0.2, 0.15]]), False),  # all on copy 1, but mean code < 1/2
+])
+def test_kshot_warns_when_one_supernet_takes_over(job_factory, codes, warned):
+    job = job_factory()
+    cfg = KShotConfig(k=codes.shape[1], spread_archs=10)
+    dev = warn_if_degenerate(job, _FixedCodes(codes), cfg)
+    said = [w for w in job.warnings if "collapsed onto one supernet" in w]
+    assert bool(said) == warned
+    if warned:
+        assert "copy 1" in said[0] and job.extra["kshot_dominant_share"] == dev["dominant_share"] == 1.0
