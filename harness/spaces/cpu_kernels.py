@@ -20,7 +20,8 @@ import torch
 
 from harness.core.paths import default_cache_dir
 
-SOURCE = Path(__file__).with_name("csrc") / "avgpool.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "avgpool.cpp"  # the bindings; with batchnorm.cpp
+SOURCES = (SOURCE, SOURCE.with_name("batchnorm.cpp"))
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict = {}  # "module": the loaded extension or None; "error": why not
@@ -32,7 +33,7 @@ def enabled() -> bool:
 
 def build_dir() -> Path:
     """One folder per source text and torch build: a changed kernel or torch never loads a stale one."""
-    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + torch.__version__.encode()).hexdigest()[:12]
     return default_cache_dir() / "torch_extensions" / f"avgpool-{key}"
 
 
@@ -60,7 +61,7 @@ def _build():
 
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    return cpp_extension.load(name="harness_avgpool", sources=[str(SOURCE)], build_directory=str(folder),
+    return cpp_extension.load(name="harness_avgpool", sources=[str(p) for p in SOURCES], build_directory=str(folder),
                               extra_cflags=["-O3"], with_cuda=False, verbose=False)
 
 

@@ -11,6 +11,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <optional>
 #include <vector>
 
 namespace {
@@ -112,7 +113,12 @@ torch::Tensor pool2(torch::Tensor x, bool backward) {
 
 }  // namespace
 
+// batchnorm.cpp
+std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::optional<torch::Tensor>& weight,
+                                      const std::optional<torch::Tensor>& bias, double eps);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool3", &pool3, "exact 3x3 average pool (forward, or backward with backward=true)");
   m.def("pool2", &pool2, "exact 2x2 / stride 2 average pool (forward, or backward with backward=true)");
+  m.def("bn_forward", &bn_forward, "exact batch-norm forward with batch statistics: (out, save_mean, save_invstd)");
 }

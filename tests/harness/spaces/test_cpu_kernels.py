@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import harness.spaces.cpu_kernels as cpu_kernels
 from harness.spaces.base import NetConfig
-from harness.spaces.nb201 import POOL, FastAvgPool2x2, FastAvgPool3x3, Nb201Space
+from harness.spaces.nb201 import POOL, FastAvgPool2x2, FastAvgPool3x3, FastBatchNorm2d, Nb201Space
 
 
 @pytest.fixture
@@ -70,13 +70,15 @@ def test_compiled_pools_give_aten_bits_forward_and_backward(compiled, pool, shap
         torch.set_num_threads(old)
 
 
-def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_path):
-    """Ten SPOS steps of a tiny supernet through each path: every weight bit the same."""
+@pytest.mark.parametrize("channels", [4, 8, 12])
+def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_path, channels):
+    """Ten SPOS steps of a tiny supernet through each path (pools and batch norm): every weight bit
+    the same. 4 and 12 channels take the batch-norm kernel's one-channel tail, 8 its 8-channel block."""
     weights = []
     for use_compiled in (True, False):
         cpu_kernels._state["module"] = compiled if use_compiled else None
         torch.manual_seed(0)
-        net = Nb201Space().build_supernet(NetConfig(channels=4, cells=1, resolution=8))
+        net = Nb201Space().build_supernet(NetConfig(channels=channels, cells=1, resolution=8))
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         rng = np.random.default_rng(0)
         g = torch.Generator().manual_seed(1)
@@ -136,3 +138,57 @@ def test_disabled_block_runs_the_pytorch_path_and_restores_the_kernels(compiled,
     assert calls == []
     FastAvgPool3x3()(x)
     assert calls == ["kernel"]  # restored after the error
+
+
+BN_SHAPES = [(256, 8, 16, 16), (64, 16, 8, 8), (32, 32, 4, 4), (7, 13, 5, 3), (3, 9, 1, 2), (2, 1, 3, 3), (1, 8, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=["x".join(map(str, s)) for s in BN_SHAPES])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_batch_norm_gives_aten_bits_forward_and_backward(compiled, shape, affine, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        fast = FastBatchNorm2d(shape[1], affine=affine, track_running_stats=False)
+        ref = torch.nn.BatchNorm2d(shape[1], affine=affine, track_running_stats=False)
+        if affine:
+            with torch.no_grad():
+                for p in (fast.weight, fast.bias):
+                    p.copy_(torch.randn(p.shape, generator=g))
+            ref.load_state_dict(fast.state_dict())
+        for scale, shift in ((1e-3, 0.0), (1.0, 0.5), (1e3, -2e3)):
+            x = (torch.randn(*shape, generator=g) * scale + shift).requires_grad_()
+            grad = torch.randn(shape, generator=g)
+            out_f, out_r = fast(x), ref(x)
+            assert torch.equal(_bits(out_f), _bits(out_r))
+            params_f = [x, *fast.parameters()]
+            params_r = [x, *ref.parameters()]
+            for gf, gr in zip(torch.autograd.grad(out_f, params_f, grad), torch.autograd.grad(out_r, params_r, grad)):
+                assert torch.equal(_bits(gf), _bits(gr))
+            with torch.no_grad():  # scoring: no graph, the same bits
+                assert torch.equal(_bits(fast(x)), _bits(out_r))
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_batch_norm_with_running_statistics_is_batchnorm2d_itself(compiled, monkeypatch):
+    """Running buffers to update (training) or to use (eval) take nn.BatchNorm2d's path; batch
+    statistics without buffers (training untracked, or BN switched to batch stats for scoring)
+    take the kernel."""
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "_state", {"module": type("K", (), {
+        "bn_forward": staticmethod(lambda *a: calls.append(1) or compiled.bn_forward(*a))})()})
+    x = torch.randn(16, 8, 4, 4)
+    tracked = FastBatchNorm2d(8)
+    ref = torch.nn.BatchNorm2d(8)
+    for mode in ("train", "eval"):
+        getattr(tracked, mode)(), getattr(ref, mode)()
+        assert torch.equal(tracked(x), ref(x)) and calls == []
+    assert torch.equal(tracked.running_mean, ref.running_mean)
+    tracked.train()
+    tracked.track_running_stats = False  # what batch_stat_bn does while scoring
+    tracked(x)
+    FastBatchNorm2d(8, track_running_stats=False).eval()(x)
+    assert calls == [1, 1]
