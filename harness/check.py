@@ -263,6 +263,18 @@ def exact_comparison(run_dir: Path, baseline: Path) -> tuple[str, list[str]]:
                     f"(platform {pm.get('cpu_model')}, torch {pm.get('torch')})"]
 
 
+def exact_on_platform(run_dir: Path, baselines: list[Path]) -> tuple[str, list[str]]:
+    """``exact_comparison`` with the first of ``baselines`` (the same command, made on different
+    CPUs) whose platform is this run's; "skipped" with every reason where none is."""
+    skipped = []
+    for baseline in baselines:
+        verdict, lines = exact_comparison(run_dir, baseline)
+        if verdict != "skipped":
+            return verdict, lines
+        skipped += lines
+    return "skipped", skipped
+
+
 def main(args) -> int:
     """Entry point of ``harness check`` (args: run_dir, thresholds, baseline, exact)."""
     baseline = Path(args.baseline) if getattr(args, "baseline", None) else None
@@ -273,7 +285,8 @@ def main(args) -> int:
     failed = int((df["result"] != "pass").sum())
     print(f"\nharness check: {len(df) - failed}/{len(df)} checks passed" + (f", {failed} FAILED" if failed else ""))
     if getattr(args, "exact", False):
-        verdict, lines = exact_comparison(Path(args.run_dir), baseline)
+        verdict, lines = exact_on_platform(Path(args.run_dir),
+                                           [baseline, *(Path(p) for p in getattr(args, "exact_also", None) or [])])
         print("\n".join(lines))
         failed += verdict == "differs"
     sys.stdout.flush()

@@ -16,4 +16,7 @@ def add_parser(subparsers) -> None:
     c.add_argument("--exact", action="store_true",
                    help="also require metrics.csv to equal the baseline's value for value (where the baseline "
                         "was made on the same CPU model and torch build; skipped, and said, elsewhere)")
+    c.add_argument("--exact-also", nargs="+", default=None, metavar="DIR",
+                   help="with --exact: the same baseline made on other platforms; the first whose CPU model "
+                        "and torch build are this run's is compared (the thresholds still use --baseline)")
     c.set_defaults(fn=cmd_check)

@@ -18,7 +18,7 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.io import read_json, write_csv, write_json
 from harness.core.paths import default_cache_dir
-from harness.core.provenance import git_commit, utc_now
+from harness.core.provenance import git_commit, platform_record, utc_now
 from harness.engine.curves import FidelityCurveHook, curve_archs, curve_fractions, write_final_point
 from harness.engine.job import HookList, JobContext, job_extra
 from harness.engine.method import JobFailed, create_method
@@ -27,6 +27,11 @@ from harness.spaces.base import Arch
 from harness.study.plan import JobPlan
 
 log = logging.getLogger("harness")
+
+
+def job_platform(result: dict, manifest: dict) -> dict:
+    """The platform a job ran on: its own record, else (jobs from before jobs recorded it) its run's."""
+    return result.get("platform") or manifest.get("platform", {})
 
 
 def job_name(method: str, seed: int) -> str:
@@ -68,10 +73,12 @@ def run_job(run_dir: Path, plan: JobPlan, method_name: str, seed: int, hooks_fac
                                   curve_fractions(budget.curve_points))
     if method.trains_supernet:
         job.hooks = HookList([curve, hooks_factory(job, run_dir) if hooks_factory is not None else None])
-    # the job's own commit: a study resumed at another commit (one that changes no number) says
-    # which code made which row
+    # the job's own commit and platform: a study resumed at another commit (one that changes no
+    # number), or whose shards ran on other machines, says which code and CPU made which row (the
+    # CPU model changes the bits: other kernels)
     result = {"method": method_name, "seed": seed, "pid": os.getpid(), "started": utc_now(),
-              "git_commit": git_commit(), "describe": method.describe()}
+              "git_commit": git_commit(), "platform": platform_record(torch.__version__, cfg.device),
+              "describe": method.describe()}
     t0, cpu0 = time.perf_counter(), time.process_time()
     logger.info("job %s seed %d: budget %s", method_name, seed, budget.name)
     try:

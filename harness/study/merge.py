@@ -67,14 +67,21 @@ def _finished(job_dir: Path) -> bool:
     return path.is_file() and (job_dir / "scores.csv").is_file() and read_json(path).get("status") == "done"
 
 
-def _copy_job(src: Path, dest: Path) -> None:
-    """``src`` job (or diagnostics) folder to ``dest`` via a temporary sibling and a rename."""
+def _copy_job(src: Path, dest: Path, platform: dict | None = None) -> None:
+    """``src`` job (or diagnostics) folder to ``dest`` via a temporary sibling and a rename. A job
+    whose result.json predates per-job platforms gets ``platform`` (its source run's) there, so the
+    row keeps the CPU it ran on inside a run whose own manifest names another."""
     tmp = dest.with_name(f".{dest.name}.merge-tmp")
     old = dest.with_name(f".{dest.name}.merge-old")
     for stale in (tmp, old):
         if stale.exists():
             shutil.rmtree(stale)
     shutil.copytree(src, tmp, ignore=lambda _d, names: [n for n in names if n.endswith(RESUME_SUFFIXES)])
+    result = tmp / "result.json"
+    if platform is not None and result.is_file():
+        record = read_json(result)
+        if "platform" not in record:
+            write_json(result, {**record, "platform": platform})
     if dest.exists():
         dest.rename(old)  # an unfinished attempt of the same job (checkpoints of a resume)
     tmp.rename(dest)
@@ -130,8 +137,9 @@ def merge_runs(run_dir: Path, sources: Sequence[Path] = (), data_dir: str | None
     with RunLock(run_dir):
         merge = plan_merge(run_dir, sources, manifest, cfg)
         plan = resolve(cfg, say=lambda m: None)
+        platforms = {src: manifest_of(src).get("platform", {}) for src in {src for src, _ in merge.copy}}
         for src, name in merge.copy:
-            _copy_job(src / "jobs" / name, run_dir / "jobs" / name)
+            _copy_job(src / "jobs" / name, run_dir / "jobs" / name, platforms[src])
             diag = src / "diagnostics" / name
             if diag.is_dir():
                 (run_dir / "diagnostics").mkdir(exist_ok=True)
@@ -146,7 +154,8 @@ def merge_runs(run_dir: Path, sources: Sequence[Path] = (), data_dir: str | None
             for src, name in merge.copy:
                 by_source.setdefault(str(src), []).append(name)
             manifest["merges"] = [*manifest.get("merges", []),
-                                  *({"from": s, "jobs": names, "at": utc_now()} for s, names in by_source.items())]
+                                  *({"from": s, "jobs": names, "at": utc_now(), "platform": platforms[Path(s)]}
+                                    for s, names in by_source.items())]
         results = aggregate_job_folders(run_dir, plan, manifest)
         if all(r["status"] == "done" for r in results) and manifest.get("status") != "done":
             manifest["status"] = "done"

@@ -187,6 +187,24 @@ def test_exact_comparison_skips_another_platform_and_refuses_another_command(tmp
     assert verdict == "differs" and "budget" in lines[0]
 
 
+def test_exact_also_compares_with_the_baseline_made_on_this_platform(tmp_path, capsys):
+    """The same command's baselines from two CPUs: --exact takes the one of this run's platform."""
+    other = with_platform(make_run(tmp_path / "other", VALUES), platform={**PLATFORM, "cpu_model": "Other CPU"})
+    here = with_platform(make_run(tmp_path / "here", VALUES))
+    run = with_platform(make_run(tmp_path / "run", VALUES))
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text('[nb201.params]\nkendall_tau = { min = 0.5 }\n')
+    args = ["check", str(run), "--thresholds", str(thresholds), "--baseline", str(other), "--exact"]
+    assert cli_main(args) == 0
+    assert "skipped (another platform" in capsys.readouterr().out
+    assert cli_main([*args, "--exact-also", str(here)]) == 0
+    assert f"exact comparison with {here}: all 8 metric values identical" in capsys.readouterr().out
+    changed = dict(VALUES)
+    changed[("params", "kendall_tau", "")] = [0.61, 0.61]
+    differs = with_platform(make_run(tmp_path / "differs", changed))
+    assert cli_main([*args[:-1], "--exact", "--exact-also", str(differs)]) == 1
+
+
 def test_exact_needs_a_baseline(tmp_path, capsys):
     run = with_platform(make_run(tmp_path / "run", VALUES))
     thresholds = tmp_path / "t.toml"

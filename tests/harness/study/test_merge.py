@@ -120,3 +120,24 @@ def test_resume_after_a_merge_keeps_the_merge_record(runs, shared_dir, tmp_path)
     assert manifest["merges"][-1]["jobs"] == ["params-s1", "random-s1"]
     pd.testing.assert_frame_equal(pd.read_csv(target / "metrics.csv"), pd.read_csv(runs / "whole" / "metrics.csv"),
                                   check_exact=True)
+
+
+def test_jobs_keep_the_platform_they_ran_on(runs, shared_dir, tmp_path):
+    """Every job records its platform; a shard's job from before jobs recorded one gets its shard's
+    run platform when merged (not the target's), and the merge record names the shard's platform."""
+    shard = tmp_path / "shard"
+    shutil.copytree(runs / "shard", shard)
+    job = json.loads((shard / "jobs" / "params-s1" / "result.json").read_text())
+    assert job["platform"]["cpu_model"] and job["platform"]["torch"]
+    legacy = {k: v for k, v in job.items() if k != "platform"}
+    (shard / "jobs" / "params-s1" / "result.json").write_text(json.dumps(legacy))
+    other_cpu = {**json.loads((shard / "manifest.json").read_text())["platform"], "cpu_model": "another CPU"}
+    manifest = json.loads((shard / "manifest.json").read_text())
+    (shard / "manifest.json").write_text(json.dumps({**manifest, "platform": other_cpu}))
+    target = without_seed1(runs, tmp_path / "target")
+    merge_runs(target, [shard], data_dir=str(shared_dir), say=lambda m: None)
+    merged = json.loads((target / "jobs" / "params-s1" / "result.json").read_text())
+    assert merged["platform"] == other_cpu  # the legacy job: its shard's run platform
+    kept = json.loads((target / "jobs" / "random-s1" / "result.json").read_text())
+    assert kept["platform"] == job["platform"]  # a job's own record stays as it is
+    assert json.loads((target / "manifest.json").read_text())["merges"][-1]["platform"] == other_cpu
