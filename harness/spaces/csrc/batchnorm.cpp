@@ -66,12 +66,14 @@ void affine_planes(const float* x, float* out, const float* alpha, const float* 
   });
 }
 
+#if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma"))) void affine_planes_fma(const float* x, float* out, const float* alpha,
                                                             const float* beta, int64_t n_planes,
                                                             int64_t n_channel, int64_t image_size) {
   affine_planes(x, out, alpha, beta, n_planes, n_channel, image_size,
                 [](float v, float a, float b) { return __builtin_fmaf(v, a, b); });
 }
+#endif
 
 void affine_planes_libm(const float* x, float* out, const float* alpha, const float* beta, int64_t n_planes,
                         int64_t n_channel, int64_t image_size) {
@@ -113,8 +115,15 @@ std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::opt
     alpha[c] = s[c] * (w ? w[c] : 1.0f);
     beta[c] = std::fma(-m[c], alpha[c], b ? b[c] : 0.0f);
   }
+#if defined(__x86_64__) || defined(__i386__)
   static const bool has_fma = __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
-  (has_fma ? affine_planes_fma : affine_planes_libm)(x, out.data_ptr<float>(), alpha.data(), beta.data(),
-                                                     n_batch * n_channel, n_channel, image_size);
+#else
+  constexpr bool has_fma = false;  // std::fma: the same fused result, the compiler's way
+#endif
+  auto affine = affine_planes_libm;
+#if defined(__x86_64__) || defined(__i386__)
+  if (has_fma) affine = affine_planes_fma;
+#endif
+  affine(x, out.data_ptr<float>(), alpha.data(), beta.data(), n_batch * n_channel, n_channel, image_size);
   return {out, mean, invstd};
 }
