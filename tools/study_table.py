@@ -1,6 +1,6 @@
 """A markdown table of a run folder's jobs, for READMEs and closing notes: per job its commit,
 Kendall tau and Spearman (against the run's first GT column, all scored architectures), wall and
-CPU minutes, path passes per image, curve cost and warnings. Unfinished jobs are listed as such.
+CPU minutes, the CPU model it ran on, path passes per image, curve cost and warnings. Unfinished jobs are listed as such.
 ``--by-method``: one row per method (seeds done, tau mean +- std and per seed, mean Spearman, CPU
 minutes per job, passes) and the run's paired tests (first GT column).
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -26,6 +27,13 @@ def scored_values(run: Path, manifest: dict) -> dict[tuple[str, str, str], float
                 if r["subset"] == "scored" and r["gt"] == gt and not r["k"] and r["value"]:
                     values[(r["method"], r["seed"], r["metric"])] = float(r["value"])
     return values
+
+
+def cpu_tag(platform: dict) -> str:
+    """'f25m17' for an 'AMD EPYC (...; cpu family 25, model 17, stepping 1)' CPU model: rows from
+    different CPU models differ in their bits (kernel choice), so the table says which made which."""
+    m = re.search(r"family (\d+), model (\d+)", platform.get("cpu_model", ""))
+    return f"f{m.group(1)}m{m.group(2)}" if m else platform.get("cpu_model", "?")
 
 
 def cpu_range(minutes: list[float]) -> str:
@@ -77,14 +85,16 @@ def rows(run: Path) -> list[str]:
         # a job that predates per-job commits gets the run's (last) commit, marked "run"
         commit = job["git_commit"][:7] if job.get("git_commit") else f"{manifest.get('git_commit', '?')[:7]} (run)"
         if job.get("status") != "done":
-            out.append(f"| {name} | | {job.get('status', '?')} | | | | | | | |")
+            out.append(f"| {name} | | | {job.get('status', '?')} | | | | | | | |")
             continue
+        # a job that predates per-job platforms ran on its run's
+        cpu_model = cpu_tag(job.get("platform") or manifest.get("platform", {}))
         c = job.get("counters", {})
         passes = f"{c.get('forward_passes_per_image', 0):.2f} + {c.get('backward_passes_per_image', 0):.2f}"
         tau, rho = values.get((m, s, "kendall_tau")), values.get((m, s, "spearman_rho"))
         curve = job.get("curve", {}).get("seconds")
         cpu = "" if job.get("cpu_s") is None else f"{job['cpu_s'] / 60:.1f}"  # not recorded before issue 15
-        out.append(f"| {name} | {commit} | {job.get('status', '?')} | "
+        out.append(f"| {name} | {commit} | {cpu_model} | {job.get('status', '?')} | "
                    f"{'' if tau is None else f'{tau:+.3f}'} | {'' if rho is None else f'{rho:+.3f}'} | "
                    f"{job.get('wall_s', 0) / 60:.1f} | {cpu} | {passes} | "
                    f"{'' if curve is None else f'{curve / 60:.1f}'} | {len(job.get('extra', {}).get('warnings', []))} |")
@@ -96,8 +106,8 @@ if __name__ == "__main__":
         for arg in sys.argv[2:]:
             print("\n".join(by_method(Path(arg))))
         sys.exit(0)
-    print("| job | commit | status | Kendall tau | Spearman | wall min | CPU min | fwd + bwd passes / image | "
+    print("| job | commit | CPU | status | Kendall tau | Spearman | wall min | CPU min | fwd + bwd passes / image | "
           "curve min | warnings |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for arg in sys.argv[1:]:
         print("\n".join(rows(Path(arg))))
