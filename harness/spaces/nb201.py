@@ -179,12 +179,11 @@ class FastBatchNorm2d(nn.BatchNorm2d):
     (running statistics to update or use, other devices and dtypes) is ``BatchNorm2d`` itself."""
 
     def forward(self, x):
-        batch_stats = self.training or self.running_mean is None
-        no_buffers = (self.running_mean is None and self.running_var is None) or \
-            (self.training and not self.track_running_stats)
-        if (batch_stats and no_buffers and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-                and x.shape[-1] * x.shape[-2] > 1 and x.shape[0] > 0 and x.is_contiguous()
-                and pool_kernels() is not None):
+        # BatchNorm2d normalises by the batch and passes no buffers exactly when it has none, or
+        # trains without tracking them (batch_stat_bn's switch)
+        batch_stats_only = self.running_mean is None or (self.training and not self.track_running_stats)
+        if (batch_stats_only and _exact_cpu_path(x) and x.dtype == torch.float32 and x.shape[0] > 0
+                and x.shape[-1] * x.shape[-2] > 1 and x.is_contiguous() and pool_kernels() is not None):
             return _BatchStatBNFn.apply(x, self.weight, self.bias, self.eps)
         return super().forward(x)
 
