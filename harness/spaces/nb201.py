@@ -149,14 +149,14 @@ class FastAvgPool2x2(nn.AvgPool2d):
 
 
 class _BatchStatBNFn(torch.autograd.Function):
-    """Batch norm with batch statistics and no running buffers, forward by the compiled kernel
-    (``csrc/batchnorm.cpp``: ATen's bits, its per-channel sums interleaved), backward by ATen's own
-    ``native_batch_norm_backward`` on the same saved mean and inverse std that ATen's forward
-    saves, so gradients keep their bits too."""
+    """Batch norm with batch statistics, forward by the compiled kernel (``csrc/batchnorm.cpp``:
+    ATen's bits, its per-channel sums interleaved; running buffers, when given, updated in place
+    as ATen updates them), backward by ATen's own ``native_batch_norm_backward`` on the same saved
+    mean and inverse std that ATen's forward saves, so gradients keep their bits too."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
-        out, mean, invstd = pool_kernels().bn_forward(x, weight, bias, eps)
+    def forward(ctx, x, weight, bias, eps, running_mean=None, running_var=None, momentum=0.0):
+        out, mean, invstd = pool_kernels().bn_forward(x, weight, bias, eps, running_mean, running_var, momentum)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
         return out
@@ -168,24 +168,31 @@ class _BatchStatBNFn(torch.autograd.Function):
                 weight is not None and ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(g, x, weight, None, None, mean, invstd, True,
                                                                ctx.eps, mask)
-        return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None
+        return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None
 
 
 class FastBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` whose batch-statistics forward without running buffers (the supernets'
-    BN in training, and every BN while scoring under ``batch_stat_bn``) runs the compiled exact
-    kernel on the CPU: the same bits, forward and backward (tests), about a third of ATen's time
-    at NB201 shapes, whose statistics are one sequential double sum per channel. Everything else
-    (running statistics to update or use, other devices and dtypes) is ``BatchNorm2d`` itself."""
+    """``BatchNorm2d`` whose forward with batch statistics (training, with or without running
+    buffers to update, and every BN while scoring under ``batch_stat_bn``) runs the compiled exact
+    kernel on the CPU: the same bits, output, gradients and running buffers (tests), about a third
+    of ATen's time at NB201 shapes, whose statistics are one sequential double sum per channel.
+    Normalising by running statistics (eval with buffers), other devices and dtypes: ``BatchNorm2d``
+    itself."""
 
     def forward(self, x):
-        # BatchNorm2d normalises by the batch and passes no buffers exactly when it has none, or
-        # trains without tracking them (batch_stat_bn's switch)
-        batch_stats_only = self.running_mean is None or (self.training and not self.track_running_stats)
-        if (batch_stats_only and _exact_cpu_path(x) and x.dtype == torch.float32 and x.shape[0] > 0
-                and x.shape[-1] * x.shape[-2] > 1 and x.is_contiguous() and pool_kernels() is not None):
-            return _BatchStatBNFn.apply(x, self.weight, self.bias, self.eps)
-        return super().forward(x)
+        # BatchNorm2d normalises by the batch when training or when it has no buffers
+        if not ((self.training or self.running_mean is None) and _exact_cpu_path(x) and x.dtype == torch.float32
+                and x.shape[0] > 0 and x.shape[-1] * x.shape[-2] > 1 and x.is_contiguous()
+                and pool_kernels() is not None):
+            return super().forward(x)
+        # _BatchNorm.forward's bookkeeping, and the buffers it would hand F.batch_norm to update
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        if self.track_running_stats or not self.training:
+            return _BatchStatBNFn.apply(x, self.weight, self.bias, self.eps, self.running_mean, self.running_var, factor)
+        return _BatchStatBNFn.apply(x, self.weight, self.bias, self.eps)
 
 
 class AvgPool(nn.Module):

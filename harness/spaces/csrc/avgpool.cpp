@@ -115,10 +115,16 @@ torch::Tensor pool2(torch::Tensor x, bool backward) {
 
 // batchnorm.cpp
 std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::optional<torch::Tensor>& weight,
-                                      const std::optional<torch::Tensor>& bias, double eps);
+                                      const std::optional<torch::Tensor>& bias, double eps,
+                                      const std::optional<torch::Tensor>& running_mean,
+                                      const std::optional<torch::Tensor>& running_var, double momentum);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool3", &pool3, "exact 3x3 average pool (forward, or backward with backward=true)");
   m.def("pool2", &pool2, "exact 2x2 / stride 2 average pool (forward, or backward with backward=true)");
-  m.def("bn_forward", &bn_forward, "exact batch-norm forward with batch statistics: (out, save_mean, save_invstd)");
+  m.def("bn_forward", &bn_forward,
+        "exact batch-norm forward with batch statistics: (out, save_mean, save_invstd); running buffers, if "
+        "given, updated in place with momentum",
+        py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("eps"), py::arg("running_mean") = py::none(),
+        py::arg("running_var") = py::none(), py::arg("momentum") = 0.0);
 }

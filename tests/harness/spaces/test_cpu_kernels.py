@@ -173,22 +173,56 @@ def test_compiled_batch_norm_gives_aten_bits_forward_and_backward(compiled, shap
         torch.set_num_threads(old)
 
 
-def test_batch_norm_with_running_statistics_is_batchnorm2d_itself(compiled, monkeypatch):
-    """Running buffers to update (training) or to use (eval) take nn.BatchNorm2d's path; batch
-    statistics without buffers (training untracked, or BN switched to batch stats for scoring)
-    take the kernel."""
+@pytest.mark.parametrize("shape", BN_SHAPES[:4], ids=["x".join(map(str, s)) for s in BN_SHAPES[:4]])
+@pytest.mark.parametrize("momentum", [0.1, None, 0.7])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_batch_norm_updates_running_statistics_with_aten_bits(compiled, shape, momentum, threads):
+    """Training with running buffers (the supernets' BN, Pi-NAS's per-path re-estimation with
+    momentum None): output, gradients, running mean/var and the batch count as BatchNorm2d's,
+    bit for bit, over several steps (the buffers feed back into the next update)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(1)
+        fast = FastBatchNorm2d(shape[1], momentum=momentum)
+        ref = torch.nn.BatchNorm2d(shape[1], momentum=momentum)
+        with torch.no_grad():
+            for p in (fast.weight, fast.bias):
+                p.copy_(torch.randn(p.shape, generator=g))
+        ref.load_state_dict(fast.state_dict())
+        for scale, shift in ((1e-3, 0.0), (1.0, 0.5), (1e3, -2e3), (3.0, 1.0)):
+            x = (torch.randn(*shape, generator=g) * scale + shift).requires_grad_()
+            out_f, out_r = fast(x), ref(x)
+            assert torch.equal(_bits(out_f), _bits(out_r))
+            grad = torch.randn(shape, generator=g)
+            for gf, gr in zip(torch.autograd.grad(out_f, [x, *fast.parameters()], grad),
+                              torch.autograd.grad(out_r, [x, *ref.parameters()], grad)):
+                assert torch.equal(_bits(gf), _bits(gr))
+            for name, buf in ref.named_buffers():
+                mine = dict(fast.named_buffers())[name]
+                assert torch.equal(_bits(mine), _bits(buf)), name
+        assert int(fast.num_batches_tracked) == 4
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_batch_norm_takes_the_kernel_exactly_when_it_normalises_by_the_batch(compiled, monkeypatch):
+    """Batch statistics (training, tracked or not; BN switched to batch stats for scoring) take
+    the kernel, running buffers passed only when BatchNorm2d would update them; normalising by
+    running statistics (eval with buffers) is BatchNorm2d's own path."""
     calls = []
     monkeypatch.setattr(cpu_kernels, "_state", {"module": type("K", (), {
-        "bn_forward": staticmethod(lambda *a: calls.append(1) or compiled.bn_forward(*a))})()})
+        "bn_forward": staticmethod(lambda *a: calls.append(a[4] is not None) or compiled.bn_forward(*a))})()})
     x = torch.randn(16, 8, 4, 4)
-    tracked = FastBatchNorm2d(8)
-    ref = torch.nn.BatchNorm2d(8)
-    for mode in ("train", "eval"):
-        getattr(tracked, mode)(), getattr(ref, mode)()
-        assert torch.equal(tracked(x), ref(x)) and calls == []
-    assert torch.equal(tracked.running_mean, ref.running_mean)
+    tracked, ref = FastBatchNorm2d(8), torch.nn.BatchNorm2d(8)
+    assert torch.equal(tracked(x), ref(x)) and calls == [True]  # training, buffers updated
+    assert torch.equal(tracked.running_mean, ref.running_mean) and int(tracked.num_batches_tracked) == 1
+    tracked.eval(), ref.eval()
+    assert torch.equal(tracked(x), ref(x)) and calls == [True]  # eval: running statistics, BatchNorm2d
     tracked.train()
     tracked.track_running_stats = False  # what batch_stat_bn does while scoring
+    before = tracked.running_mean.clone()
     tracked(x)
+    assert torch.equal(tracked.running_mean, before) and int(tracked.num_batches_tracked) == 1
     FastBatchNorm2d(8, track_running_stats=False).eval()(x)
-    assert calls == [1, 1]
+    assert calls == [True, False, False]
