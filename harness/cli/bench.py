@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from harness.core.allocator import malloc_record, tune_malloc
 from harness.core.errors import ConfigError
 from harness.archsets import resolve_archs
 from harness.cli.common import auto_device, csv_list, parse_overrides, parse_seeds
@@ -89,8 +90,10 @@ def _sync(device) -> None:
 
 # --- ours ----------------------------------------------------------------------------------
 def bench_train(job, steps: int = 30, warmup: int = 3) -> dict:
-    """SPOS training (methods/spos.py's step) through ``SupernetTrainer``: images/s."""
+    """SPOS training (methods/spos.py's step) through ``SupernetTrainer``, with the allocator
+    setting a harness job uses (``harness.core.allocator``): images/s."""
 
+    tune_malloc()
     torch.set_num_threads(job.budget.threads)
     model = job.build_supernet()
     rng = job.rng("path")
@@ -130,8 +133,10 @@ def trained_supernet(job, steps: int = 10):
 
 
 def bench_score(job, model, archs, warmup: int = 8) -> dict:
-    """``SupernetEvaluator`` (the shared scorer) over ``archs``: architectures/s."""
+    """``SupernetEvaluator`` (the shared scorer) over ``archs``, with a harness job's allocator
+    setting: architectures/s."""
 
+    tune_malloc()
     torch.set_num_threads(job.budget.threads)
     scorer = SupernetScorer(job, model)
     scorer.score(list(archs[:warmup]))
@@ -215,6 +220,26 @@ def bench_xautodl_train(job, steps: int = 30, warmup: int = 3) -> dict:
         raise RuntimeError("xautodl baseline diverged")
     return {"images_per_s": steps * b.batch_size / dt, "steps": steps, "batch_size": b.batch_size, "seconds": dt,
             "cpu_seconds": cpu}
+
+
+def _xautodl_train_worker(spec: tuple) -> dict:
+    suite, budget, overrides, device, steps = spec
+    setup = make_bench_job(suite, budget, device=device, budget_overrides=overrides)
+    try:
+        return bench_xautodl_train(setup.job, steps=steps, warmup=10)  # a cold process: primitives, caches
+    finally:
+        setup.close()
+
+
+def bench_xautodl_train_as_shipped(suite: str, budget: str, overrides: tuple = (), *, steps: int = 30,
+                                   device: str = "cpu") -> dict:
+    """:func:`bench_xautodl_train` in a fresh spawned process, so glibc's malloc runs with its own
+    defaults there: xautodl as its users run it. In a process where a harness job or benchmark has
+    run, the peer shares our allocator setting (``harness.core.allocator``), which is process-wide;
+    ``harness bench`` reports both, so the code's share and the allocator's share stay apart."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_xautodl_train_worker, ((suite, budget, tuple(overrides), device, steps),))
 
 
 def bench_xautodl_score(job, net, archs, warmup: int = 8) -> dict:
@@ -351,16 +376,23 @@ def cmd_bench(args) -> int:
                "train_images_per_s": round(train["images_per_s"], 1),
                "score_archs_per_s": round(score["archs_per_s"], 2), "score_images": score["images"],
                "score_archs_measured": score["archs"], "prefix_cache": score["prefix_cache"],
-               "score_processes": score_workers(job), "cpu_kernels": cpu_kernels.status()}
+               "score_processes": score_workers(job), "cpu_kernels": cpu_kernels.status(),
+               "malloc": malloc_record()}
         if args.compare == "xautodl":
             if not xautodl_available():
                 raise ConfigError("--compare xautodl needs xautodl: pip install --no-deps xautodl")
             xt = bench_xautodl_train(job, steps=args.steps)
             xs = bench_xautodl_score(job, xautodl_net(job), archs)
+            xf = bench_xautodl_train_as_shipped(args.suite, args.budget, parse_overrides(args.set), steps=args.steps,
+                                                device=device)
+            # "xautodl": in this process (our allocator setting); train_ratio_as_shipped: against
+            # xautodl in a fresh process with glibc's defaults
             out["xautodl"] = {"train_images_per_s": round(xt["images_per_s"], 1),
                               "score_archs_per_s": round(xs["archs_per_s"], 2),
                               "train_ratio": round(train["images_per_s"] / xt["images_per_s"], 3),
-                              "score_ratio": round(score["archs_per_s"] / xs["archs_per_s"], 3)}
+                              "score_ratio": round(score["archs_per_s"] / xs["archs_per_s"], 3),
+                              "train_images_per_s_as_shipped": round(xf["images_per_s"], 1),
+                              "train_ratio_as_shipped": round(train["images_per_s"] / xf["images_per_s"], 3)}
         out["study"] = estimate_study(b, methods, seeds, len(study_archs), train["images_per_s"],
                                       score["archs_per_s"], score["images"])
     finally:

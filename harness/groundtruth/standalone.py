@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from harness import metrics as M
 from harness.budgets import ADDED_FIELDS, Budget
+from harness.core.allocator import tune_malloc
 from harness.core.errors import unknown_name
 from harness.core.io import atomic_write_text, pid_alive
 from harness.data.cifar import load_cifar10
@@ -256,6 +257,7 @@ class StandaloneCache:
             entry = read_cached(self.cache_dir, key)  # finished between our look and our lock
             if entry is not None:
                 return entry
+            tune_malloc()
             torch.set_num_threads(self.budget.threads)
             work = self.cache_dir / "standalone" / "work" / f"{key.digest()}-pid{os.getpid()}"
             cpu0 = time.process_time()

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli.bench import (bench_score, bench_train, bench_xautodl_score, bench_xautodl_train, make_bench_job,
-                               trained_supernet, xautodl_available, xautodl_net)
+from harness.cli.bench import (bench_score, bench_train, bench_xautodl_score, bench_xautodl_train,
+                               bench_xautodl_train_as_shipped, make_bench_job, trained_supernet, xautodl_available,
+                               xautodl_net)
 from harness.engine.evaluator import SupernetEvaluator
 from harness.spaces.nb201 import FastAvgPool2x2, FastAvgPool3x3, Nb201Space, PrefixCache
 
@@ -207,23 +208,28 @@ def _print_summary(request):
             reporter.write_line(line) if reporter else print(line)
 
 
-def _paired(benchmark, name: str, ours, theirs, key: str, rounds: int) -> dict:
-    pairs = []
+def _paired(benchmark, name: str, ours, theirs, key: str, rounds: int, extra_peers: dict | None = None) -> dict:
+    """``rounds`` rounds of ours and xautodl (``theirs``; and each of ``extra_peers``, name -> run),
+    the order reversed every other round; ratios are ours over each peer within a round."""
+    peers = {"xautodl": theirs, **(extra_peers or {})}
+    rows: list[dict] = []
 
     def one_round():
-        first, second = (ours, theirs) if len(pairs) % 2 == 0 else (theirs, ours)
-        a, b = first(), second()
-        pairs.append((a, b) if first is ours else (b, a))
+        arms = [("ours", ours), *peers.items()]
+        rows.append({arm: run() for arm, run in (arms if len(rows) % 2 == 0 else arms[::-1])})
 
     benchmark.pedantic(one_round, rounds=rounds, iterations=1)
     per_cpu = {"images_per_s": lambda r: r["steps"] * r["batch_size"] / r["cpu_seconds"],
                "archs_per_s": lambda r: r["archs"] / r["cpu_seconds"]}[key]
-    rec = {"ours_best": max(a[key] for a, _ in pairs), "xautodl_best": max(b[key] for _, b in pairs),
-           "median_paired_ratio": float(np.median([a[key] / b[key] for a, b in pairs])),
-           "ours_best_per_cpu_s": max(per_cpu(a) for a, _ in pairs),
-           "xautodl_best_per_cpu_s": max(per_cpu(b) for _, b in pairs)}
-    rec["ratio_of_best"] = rec["ours_best"] / rec["xautodl_best"]
-    rec["ratio_per_cpu_s"] = rec["ours_best_per_cpu_s"] / rec["xautodl_best_per_cpu_s"]
+    rec = {"ours_best": max(r["ours"][key] for r in rows),
+           "ours_best_per_cpu_s": max(per_cpu(r["ours"]) for r in rows)}
+    for peer in peers:
+        tag = "" if peer == "xautodl" else peer.removeprefix("xautodl")
+        rec[f"{peer}_best"] = max(r[peer][key] for r in rows)
+        rec[f"median_paired_ratio{tag}"] = float(np.median([r["ours"][key] / r[peer][key] for r in rows]))
+        rec[f"{peer}_best_per_cpu_s"] = max(per_cpu(r[peer]) for r in rows)
+        rec[f"ratio_of_best{tag}"] = rec["ours_best"] / rec[f"{peer}_best"]
+        rec[f"ratio_per_cpu_s{tag}"] = rec["ours_best_per_cpu_s"] / rec[f"{peer}_best_per_cpu_s"]
     rec = {k: round(v, 3) for k, v in rec.items()}
     benchmark.extra_info.update(rec)
     RESULTS[name] = rec
@@ -236,12 +242,16 @@ def _paired(benchmark, name: str, ours, theirs, key: str, rounds: int) -> dict:
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_bench_train_spos_vs_xautodl(benchmark, threads, budget):
     """Targets: SPOS training images/s >= xautodl's TinyNetworkRANDOM at smoke shapes (issue 10),
-    >= 1.5x at study shapes and 2 threads (issue 21); same batches, optimizer, threads."""
+    >= 1.5x at study shapes and 2 threads (issue 21); same batches, optimizer, threads. xautodl
+    twice: in this process, where our allocator setting (harness.core.allocator) holds for it
+    too, and as shipped, in a fresh process with glibc's defaults (``*_as_shipped``)."""
     setup = _job(threads, budget)
     try:
         job = setup.job
+        shipped = {"xautodl_as_shipped": lambda: bench_xautodl_train_as_shipped(
+            "nb201", budget, (("threads", threads),), steps=60)}
         _paired(benchmark, f"train_images_per_s[{budget},threads={threads}]", lambda: bench_train(job, steps=60),
-                lambda: bench_xautodl_train(job, steps=60), "images_per_s", rounds=5)
+                lambda: bench_xautodl_train(job, steps=60), "images_per_s", rounds=5, extra_peers=shipped)
     finally:
         setup.close()
 
