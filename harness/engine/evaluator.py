@@ -93,7 +93,10 @@ class SupernetEvaluator:
     prefix of the choices (stem, first cell) are computed once and reused.
 
     ``workers=W > 1`` (CPU only, where the platform can fork) scores in W forked processes at one
-    torch thread each, each on a contiguous run of that order: an architecture's score does not
+    torch thread each. The order is cut into up to ``CHUNKS_PER_WORKER * W`` contiguous runs that
+    the processes take one at a time as they finish the last (architectures differ in cost and a
+    shared machine slows one core more than another, so fixed halves leave a process idle while
+    the other still works; each run starts its own prefix cache): an architecture's score does not
     depend on which others are scored or in which process, and a forward pass at one thread gives
     the same bits as at two on this CPU (checked by the tests against a single process), so the
     scores are those of ``workers=1`` at one thread. Measured on the 2-core CPU at `study` shapes
@@ -185,8 +188,9 @@ class SupernetEvaluator:
             order.sort(key=lambda i: tuple(archs[i]))  # neighbours share prefixes
         workers = min(self.workers, len(order) // self.MIN_PER_WORKER)
         if workers > 1:
-            chunks = np.array_split(np.asarray(order, dtype=np.int64), workers)
-            parts = self._score_forked([[archs[i] for i in c] for c in chunks])
+            n_chunks = max(workers, min(workers * self.CHUNKS_PER_WORKER, len(order) // self.MIN_PER_WORKER))
+            chunks = np.array_split(np.asarray(order, dtype=np.int64), n_chunks)
+            parts = self._score_forked([[archs[i] for i in c] for c in chunks], workers)
         else:
             chunks, parts = [np.asarray(order, dtype=np.int64)], [self._score_ordered([archs[i] for i in order])]
         scores, acc, loss = np.empty(len(archs)), np.empty(len(archs)), np.empty(len(archs))
@@ -199,6 +203,7 @@ class SupernetEvaluator:
         return scores
 
     MIN_PER_WORKER = 16  # fewer architectures per process than this: forking costs more than it saves
+    CHUNKS_PER_WORKER = 8  # runs of the order per process, taken as processes come free
 
     def _score_ordered(self, archs: Sequence[Arch], progress=None) -> tuple:
         """(scores, accuracies, mean losses, cache stats) of ``archs`` in the given order, here."""
@@ -228,34 +233,40 @@ class SupernetEvaluator:
             stats = cache.stats() if cache is not None else None
         return scores, acc, loss, stats
 
-    def _score_forked(self, chunks: list[list[Arch]]) -> list[tuple]:
-        """``_score_ordered`` of each chunk in its own forked process at one torch thread. The
-        children share the model copy-on-write; a child's failure is raised here with its
-        traceback (no partial result is used)."""
+    def _score_forked(self, chunks: list[list[Arch]], workers: int) -> list[tuple]:
+        """``_score_ordered`` of every chunk, in ``workers`` forked processes at one torch thread
+        that take the next unscored chunk when they finish one. The children share the model
+        copy-on-write; a child's failure is raised here with its traceback (no partial result is
+        used)."""
         ctx = mp.get_context("fork")
-        done = ctx.Value("l", 0)
+        done = ctx.Value("l", 0)  # architectures scored (progress)
+        next_chunk = ctx.Value("l", 0)  # the next chunk a free process takes
         procs, conns = [], []
-        for chunk in chunks:
+        for _ in range(workers):
             recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_score_child, args=(self, chunk, send, done), daemon=True)
+            p = ctx.Process(target=_score_child, args=(self, chunks, next_chunk, send, done), daemon=True)
             p.start()
             send.close()
             procs.append(p)
             conns.append(recv)
         results: dict[int, tuple] = {}
-        bar = tqdm(total=sum(map(len, chunks)), desc=f"score ({len(chunks)} processes)", disable=not self.progress,
+        errors: list[str] = []
+        bar = tqdm(total=sum(map(len, chunks)), desc=f"score ({workers} processes)", disable=not self.progress,
                    leave=False)
         try:
             waiting = dict(enumerate(conns))
             while waiting:
                 for conn in mp.connection.wait(list(waiting.values()), timeout=0.5):
-                    k = next(k for k, c in waiting.items() if c is conn)
+                    w = next(w for w, c in waiting.items() if c is conn)
                     try:
-                        results[k] = conn.recv()
-                    except EOFError:
-                        results[k] = ("error", f"scoring process {procs[k].pid} ended without a result "
-                                               f"(exit code {procs[k].exitcode})")
-                    del waiting[k]
+                        status, k, payload = conn.recv()
+                    except EOFError:  # the process has sent everything it will send
+                        del waiting[w]
+                        continue
+                    if status == "error":
+                        errors.append(payload)
+                    else:
+                        results[k] = payload
                 bar.n = done.value
                 bar.refresh()
         finally:
@@ -266,19 +277,24 @@ class SupernetEvaluator:
                     p.kill()
             for c in conns:
                 c.close()
-        for k in range(len(chunks)):
-            if results[k][0] == "error":
-                raise RuntimeError(f"scoring in a worker process failed:\n{results[k][1]}")
-        return [results[k][1] for k in range(len(chunks))]
+        if errors:
+            raise RuntimeError(f"scoring in a worker process failed:\n{errors[0]}")
+        missing = [k for k in range(len(chunks)) if k not in results]
+        if missing:
+            codes = ", ".join(f"{p.pid}: {p.exitcode}" for p in procs)
+            raise RuntimeError(f"scoring processes ended without the results of {len(missing)} of {len(chunks)} "
+                               f"chunks (exit codes {codes})")
+        return [results[k] for k in range(len(chunks))]
 
 
 def can_fork() -> bool:
     return "fork" in mp.get_all_start_methods()
 
 
-def _score_child(evaluator: SupernetEvaluator, archs: list[Arch], conn, done) -> None:
-    """A forked scoring process: one torch thread, no progress bar, the result (or the error) to
-    the parent, then exit without running the parent's atexit handlers."""
+def _score_child(evaluator: SupernetEvaluator, chunks: list[list[Arch]], next_chunk, conn, done) -> None:
+    """A forked scoring process: one torch thread, no progress bar; takes chunks until none is
+    left, sends each result (or the error) to the parent, then exits without running the
+    parent's atexit handlers."""
     try:
         torch.set_num_threads(1)
         evaluator.progress = False
@@ -287,9 +303,15 @@ def _score_child(evaluator: SupernetEvaluator, archs: list[Arch], conn, done) ->
             with done.get_lock():
                 done.value += k
 
-        conn.send(("ok", evaluator._score_ordered(archs, progress)))
+        while True:
+            with next_chunk.get_lock():
+                k = next_chunk.value
+                next_chunk.value += 1
+            if k >= len(chunks):
+                break
+            conn.send(("ok", k, evaluator._score_ordered(chunks[k], progress)))
     except BaseException:  # noqa: BLE001 - everything goes back to the parent
-        conn.send(("error", traceback.format_exc()))
+        conn.send(("error", -1, traceback.format_exc()))
     finally:
         conn.close()
         os._exit(0)

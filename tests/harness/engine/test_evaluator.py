@@ -1,7 +1,9 @@
 """SupernetEvaluator: BN protocols leave the supernet untouched; ties broken by loss."""
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import time
 
 import numpy as np
 import pytest
@@ -136,6 +138,37 @@ def test_forked_scoring_raises_a_child_failure_with_its_traceback():
         ev.score(archs)
 
 
+@needs_fork
+def test_forked_scoring_hands_chunks_to_whichever_process_is_free(tmp_path):
+    """More chunks than processes, each scored exactly once; a process slowed down (the first
+    to score anything sleeps per batch) takes fewer architectures than the other."""
+    net = _net()
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    archs = [SPACE.sample(np.random.default_rng(i)) for i in range(128)]
+    slow = mp.get_context("fork").Value("l", 0)
+    log = tmp_path / "scored.txt"
+
+    def forward(m, xb, arch, ctx):
+        with slow.get_lock():
+            if slow.value == 0:
+                slow.value = os.getpid()
+        if slow.value == os.getpid():
+            time.sleep(0.02)
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {''.join(map(str, arch))}\n")
+        return m(xb, arch, ctx)
+
+    ev = SupernetEvaluator(net, x, y, progress=False, forward_fn=forward, workers=2, batch_size=32)
+    scores = ev.score(archs)
+    ref = SupernetEvaluator(net, x, y, progress=False, workers=1).score(archs)
+    assert scores.tobytes() == ref.tobytes()
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(a for _, a in rows) == sorted(''.join(map(str, a)) for a in archs)  # each once
+    per_pid = {pid: sum(1 for p, _ in rows if p == pid) for pid, _ in rows}
+    assert len(per_pid) == 2 and os.getpid() not in map(int, per_pid)
+    assert per_pid[str(slow.value)] < 128 / 2  # the other process took the chunks it could not
+
+
 def test_few_architectures_or_a_gpu_score_in_this_process():
     net = _net()
     x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
@@ -143,7 +176,7 @@ def test_few_architectures_or_a_gpu_score_in_this_process():
     archs = [SPACE.sample(np.random.default_rng(i)) for i in range(5)]
     pid = os.getpid()
     seen = []
-    ev._score_forked = lambda chunks: seen.append(pid) or []  # would be called only when forking
+    ev._score_forked = lambda chunks, workers: seen.append(pid) or []  # would be called only when forking
     ev.score(archs)
     assert seen == []
 
