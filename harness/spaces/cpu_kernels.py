@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -31,10 +33,33 @@ def enabled() -> bool:
     return os.environ.get("HARNESS_CPU_KERNELS", "1") != "0"
 
 
+STALE_LOCK_S = 15 * 60  # a build takes about a minute; a lock this old was left by a killed build
+
+
 def build_dir() -> Path:
-    """One folder per source text and torch build: a changed kernel or torch never loads a stale one."""
-    key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + torch.__version__.encode()).hexdigest()[:12]
+    """One folder per source text, torch build and Python environment: a changed kernel or torch
+    never loads a stale one, and two virtual environments sharing a cache (a study's worktree and
+    the main checkout) do not rebuild the library under each other's running processes (the
+    build files name the environment's include paths, so each would rebuild the other's)."""
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + torch.__version__.encode()
+                         + sys.prefix.encode()).hexdigest()[:12]
     return default_cache_dir() / "torch_extensions" / f"avgpool-{key}"
+
+
+def clear_stale_lock(folder: Path, max_age_s: float = STALE_LOCK_S) -> bool:
+    """Remove ``folder/lock`` when it is older than ``max_age_s``. PyTorch's extension loader
+    waits, silently and without end, while that file exists; a build killed part-way leaves it
+    behind, and every later job would hang there. Returns whether a lock was removed."""
+    lock = folder / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age <= max_age_s:
+        return False
+    log.warning("removing %s, left %.0f min ago by a build that did not finish", lock, age / 60)
+    lock.unlink(missing_ok=True)
+    return True
 
 
 def pool_kernels():
@@ -61,6 +86,7 @@ def _build():
 
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(folder)
     return cpp_extension.load(name="harness_avgpool", sources=[str(p) for p in SOURCES], build_directory=str(folder),
                               extra_cflags=["-O3"], with_cuda=False, verbose=False)
 

@@ -2,6 +2,10 @@
 backward, at every thread count; the fallback when it is disabled."""
 from __future__ import annotations
 
+import logging
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -116,12 +120,28 @@ def test_a_build_failure_falls_back_once_with_the_reason(monkeypatch, pytorch_pa
     assert sum("unavailable" in r.message for r in caplog.records) == 1
 
 
-def test_the_build_folder_follows_the_source_and_torch(monkeypatch, tmp_path):
+def test_the_build_folder_follows_the_source_torch_and_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     folder = cpu_kernels.build_dir()
     assert folder.parent == tmp_path / "torch_extensions" and folder.name.startswith("avgpool-")
+    monkeypatch.setattr(cpu_kernels.sys, "prefix", "/elsewhere/.venv")  # a worktree's own venv
+    other_env = cpu_kernels.build_dir()
+    assert other_env != folder
     monkeypatch.setattr(torch, "__version__", "0.0.0-other")
-    assert cpu_kernels.build_dir() != folder
+    assert cpu_kernels.build_dir() not in (folder, other_env)
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, caplog):
+    lock = tmp_path / "lock"
+    assert not cpu_kernels.clear_stale_lock(tmp_path)  # none there
+    lock.touch()
+    assert not cpu_kernels.clear_stale_lock(tmp_path) and lock.exists()  # a build may be running
+    old = time.time() - cpu_kernels.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger=cpu_kernels.log.name):
+        assert cpu_kernels.clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    assert "did not finish" in caplog.text
 
 
 def test_disabled_block_runs_the_pytorch_path_and_restores_the_kernels(compiled, monkeypatch):
