@@ -198,7 +198,9 @@ class SupernetEvaluator:
         for idx, (s, a, lo, st) in zip(chunks, parts):
             scores[idx], acc[idx], loss[idx] = s, a, lo
             if st is not None:
-                stats = st if stats is None else {k: stats[k] + st[k] for k in stats}
+                # hits and misses add up; bytes and entries: the largest chunk's cache (memory held at once)
+                stats = st if stats is None else {k: (max if k in ("bytes", "entries") else sum)((stats[k], st[k]))
+                                                  for k in stats}
         self.last_accuracy, self.last_loss, self.last_cache_stats = acc, loss, stats
         return scores
 
