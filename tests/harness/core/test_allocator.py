@@ -42,22 +42,14 @@ print(json.dumps({"record": record, "faults": resource.getrusage(resource.RUSAGE
 """
 
 TRAIN = """
-import hashlib, json, sys, torch, torch.nn.functional as F
-from harness.cli.bench import make_bench_job
+import hashlib, json, sys, torch
+from harness.cli.bench import make_bench_job, trained_supernet
 from harness.core.allocator import malloc_record, tune_malloc
-from harness.engine.trainer import SupernetTrainer
 if sys.argv[1] == "tuned":
     tune_malloc()
 torch.set_num_threads(2)
 tiny = (("channels", 4), ("resolution", 16), ("batch_size", 32), ("threads", 2))
-job = make_bench_job("nb201", "smoke", budget_overrides=tiny).job
-model = job.build_supernet()
-rng = job.rng("path")
-def step(x, y, _s):
-    loss = F.cross_entropy(model(x, job.space.sample(rng)), y)
-    loss.backward()
-    return loss
-SupernetTrainer(job, model, epochs=12 / job.train_stream().len_epoch, name="t").run(step)
+model = trained_supernet(make_bench_job("nb201", "smoke", budget_overrides=tiny).job, steps=12)  # SPOS steps
 h = hashlib.sha256()
 for k, v in model.state_dict().items():
     h.update(k.encode()); h.update(v.contiguous().numpy().tobytes())
