@@ -24,6 +24,11 @@ from harness.core.paths import default_cache_dir
 
 SOURCE = Path(__file__).with_name("csrc") / "avgpool.cpp"  # the bindings; with batchnorm.cpp
 SOURCES = (SOURCE, SOURCE.with_name("batchnorm.cpp"))
+# -fopenmp: ATen's parallel_for is a header template whose threads are an OpenMP pragma; without the
+# flag it compiles to a plain loop and every kernel ran on one thread. The library links the
+# libgomp.so.1 torch already loaded (same soname), so torch's thread pool and setting are shared.
+CFLAGS = ("-O3", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict = {}  # "module": the loaded extension or None; "error": why not
@@ -37,12 +42,12 @@ STALE_LOCK_S = 15 * 60  # a build takes about a minute; a lock this old was left
 
 
 def build_dir() -> Path:
-    """One folder per source text, torch build and Python environment: a changed kernel or torch
+    """One folder per source text, compiler flags, torch build and Python environment: a changed kernel or torch
     never loads a stale one, and two virtual environments sharing a cache (a study's worktree and
     the main checkout) do not rebuild the library under each other's running processes (the
     build files name the environment's include paths, so each would rebuild the other's)."""
     key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + torch.__version__.encode()
-                         + sys.prefix.encode()).hexdigest()[:12]
+                         + sys.prefix.encode() + " ".join(CFLAGS + LDFLAGS).encode()).hexdigest()[:12]
     return default_cache_dir() / "torch_extensions" / f"avgpool-{key}"
 
 
@@ -88,7 +93,7 @@ def _build():
     folder.mkdir(parents=True, exist_ok=True)
     clear_stale_lock(folder)
     return cpp_extension.load(name="harness_avgpool", sources=[str(p) for p in SOURCES], build_directory=str(folder),
-                              extra_cflags=["-O3"], with_cuda=False, verbose=False)
+                              extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS), with_cuda=False, verbose=False)
 
 
 @contextlib.contextmanager

@@ -58,31 +58,49 @@ void channel_stats(const float* x, int64_t n_batch, int64_t n_channel, int64_t i
   }
 }
 
-template <typename Fma>
-void affine_planes(const float* x, float* out, const float* alpha, const float* beta, int64_t n_planes,
-                   int64_t n_channel, int64_t image_size, Fma fma) {
-  at::parallel_for(0, n_planes, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const float a = alpha[p % n_channel], b = beta[p % n_channel];
-      const float* xi = x + p * image_size;
-      float* o = out + p * image_size;
-      for (int64_t i = 0; i < image_size; ++i) o[i] = fma(xi[i], a, b);
+// Every channel's statistics, CB channels' chains interleaved per block, blocks over the threads
+template <int CB>
+void all_channel_stats(const float* x, int64_t n_batch, int64_t n_channel, int64_t image_size, float* mean_out,
+                       float* invstd_out, float* var_sum_out, double eps) {
+  at::parallel_for(0, (n_channel + CB - 1) / CB, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t c0 = blk * CB;
+      if (c0 + CB <= n_channel) {
+        channel_stats<CB>(x, n_batch, n_channel, image_size, c0, mean_out, invstd_out, var_sum_out, eps);
+      } else {
+        for (int64_t c = c0; c < n_channel; ++c)
+          channel_stats<1>(x, n_batch, n_channel, image_size, c, mean_out, invstd_out, var_sum_out, eps);
+      }
     }
   });
 }
 
+// Planes [begin, end) of out = fma(x, alpha_c, beta_c). The FMA variant is its own target
+// function, called from inside the parallel loop: OpenMP outlines a parallel loop's body into a
+// function of its own, which would not inherit the target and would call fmaf from libm per element.
+template <typename Fma>
+inline void affine_planes(const float* x, float* out, const float* alpha, const float* beta, int64_t begin,
+                          int64_t end, int64_t n_channel, int64_t image_size, Fma fma) {
+  for (int64_t p = begin; p < end; ++p) {
+    const float a = alpha[p % n_channel], b = beta[p % n_channel];
+    const float* xi = x + p * image_size;
+    float* o = out + p * image_size;
+    for (int64_t i = 0; i < image_size; ++i) o[i] = fma(xi[i], a, b);
+  }
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma"))) void affine_planes_fma(const float* x, float* out, const float* alpha,
-                                                            const float* beta, int64_t n_planes,
+                                                            const float* beta, int64_t begin, int64_t end,
                                                             int64_t n_channel, int64_t image_size) {
-  affine_planes(x, out, alpha, beta, n_planes, n_channel, image_size,
+  affine_planes(x, out, alpha, beta, begin, end, n_channel, image_size,
                 [](float v, float a, float b) { return __builtin_fmaf(v, a, b); });
 }
 #endif
 
-void affine_planes_libm(const float* x, float* out, const float* alpha, const float* beta, int64_t n_planes,
-                        int64_t n_channel, int64_t image_size) {
-  affine_planes(x, out, alpha, beta, n_planes, n_channel, image_size,
+void affine_planes_libm(const float* x, float* out, const float* alpha, const float* beta, int64_t begin,
+                        int64_t end, int64_t n_channel, int64_t image_size) {
+  affine_planes(x, out, alpha, beta, begin, end, n_channel, image_size,
                 [](float v, float a, float b) { return std::fma(v, a, b); });
 }
 
@@ -137,17 +155,13 @@ std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::opt
   float* v = var_sum.data();
   float* rm = running_buffer(running_mean, n_channel, "running_mean");
   float* rv = running_buffer(running_var, n_channel, "running_var");
-  constexpr int CB = 8;
-  at::parallel_for(0, (n_channel + CB - 1) / CB, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t c0 = blk * CB;
-      if (c0 + CB <= n_channel) {
-        channel_stats<CB>(x, n_batch, n_channel, image_size, c0, m, s, v, eps);
-      } else {
-        for (int64_t c = c0; c < n_channel; ++c) channel_stats<1>(x, n_batch, n_channel, image_size, c, m, s, v, eps);
-      }
-    }
-  });
+  // eight chains per thread hide the adder's latency; with fewer channels than 8 per thread (NB201's
+  // C = 8 first stage at 2 threads), four per thread keep every thread busy
+  if (n_channel >= 8 * at::get_num_threads()) {
+    all_channel_stats<8>(x, n_batch, n_channel, image_size, m, s, v, eps);
+  } else {
+    all_channel_stats<4>(x, n_batch, n_channel, image_size, m, s, v, eps);
+  }
   if (rm || rv) update_running_stats(m, v, n_batch * image_size, n_channel, static_cast<float>(momentum), rm, rv);
   std::vector<float> alpha(n_channel), beta(n_channel);
   const float* w = weight.has_value() && weight->defined() ? weight->contiguous().data_ptr<float>() : nullptr;
@@ -165,6 +179,9 @@ std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::opt
 #if defined(__x86_64__) || defined(__i386__)
   if (has_fma) affine = affine_planes_fma;
 #endif
-  affine(x, out.data_ptr<float>(), alpha.data(), beta.data(), n_batch * n_channel, n_channel, image_size);
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n_batch * n_channel, 16, [&](int64_t begin, int64_t end) {
+    affine(x, o, alpha.data(), beta.data(), begin, end, n_channel, image_size);
+  });
   return {out, mean, invstd};
 }

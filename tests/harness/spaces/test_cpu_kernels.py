@@ -96,6 +96,18 @@ def test_compiled_and_pytorch_paths_train_to_the_same_weights(compiled, pytorch_
     assert torch.equal(_bits(weights[0]), _bits(weights[1]))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_kernels_use_torchs_threads(compiled, threads):
+    """Built with OpenMP (without it ATen's parallel_for is a plain loop and every kernel runs on one
+    thread), and sharing torch's thread setting."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert compiled.parallel_threads_used(64) == threads
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_disabled_kernels_fall_back_and_say_so(monkeypatch, pytorch_path):
     monkeypatch.setenv("HARNESS_CPU_KERNELS", "0")
     cpu_kernels._state.clear()
