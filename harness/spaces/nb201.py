@@ -149,14 +149,17 @@ class FastAvgPool2x2(nn.AvgPool2d):
 
 
 class _BatchStatBNFn(torch.autograd.Function):
-    """Batch norm with batch statistics, forward by the compiled kernel (``csrc/batchnorm.cpp``:
-    ATen's bits, its per-channel sums interleaved; running buffers, when given, updated in place
-    as ATen updates them), backward by ATen's own ``native_batch_norm_backward`` on the same saved
-    mean and inverse std that ATen's forward saves, so gradients keep their bits too."""
+    """Batch norm with batch statistics by the compiled kernels (``csrc/batchnorm.cpp``), ATen's
+    bits both ways: forward with its per-channel sums interleaved (running buffers, when given,
+    updated in place as ATen updates them); backward on the saved mean and inverse std, with its two
+    reductions in one pass, by whichever emulation of ATen's vector lanes reproduces
+    ``native_batch_norm_backward`` on this CPU and torch build (checked against it on first use;
+    if none does, ATen's own backward runs)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, running_mean=None, running_var=None, momentum=0.0):
-        out, mean, invstd = pool_kernels().bn_forward(x, weight, bias, eps, running_mean, running_var, momentum)
+        ctx.kernels = kernels = pool_kernels()  # the backward uses the same library, even if disabled since
+        out, mean, invstd = kernels.bn_forward(x, weight, bias, eps, running_mean, running_var, momentum)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
         return out
@@ -166,9 +169,8 @@ class _BatchStatBNFn(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
                 weight is not None and ctx.needs_input_grad[2]]
-        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(g, x, weight, None, None, mean, invstd, True,
-                                                               ctx.eps, mask)
-        return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None
+        gx, gw, gb = ctx.kernels.bn_backward(g, x, weight, mean, invstd, ctx.eps, mask)
+        return gx, gw, gb, None, None, None, None
 
 
 class FastBatchNorm2d(nn.BatchNorm2d):

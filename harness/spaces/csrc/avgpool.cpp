@@ -192,9 +192,19 @@ std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::opt
                                       const std::optional<torch::Tensor>& running_mean,
                                       const std::optional<torch::Tensor>& running_var, double momentum);
 
+std::string bn_backward_variant_name();
+std::vector<torch::Tensor> bn_backward(const torch::Tensor& grad_out, const torch::Tensor& input,
+                                       const std::optional<torch::Tensor>& weight, const torch::Tensor& save_mean,
+                                       const torch::Tensor& save_invstd, double eps, std::vector<bool> mask);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool3", &pool3, "exact 3x3 average pool (forward, or backward with backward=true)");
   m.def("pool2", &pool2, "exact 2x2 / stride 2 average pool (forward, or backward with backward=true)");
+  m.def("bn_backward", &bn_backward,
+        "exact batch-norm backward with batch statistics on the saved mean and inverse std: (grad_input, "
+        "grad_weight, grad_bias), None where mask is false");
+  m.def("bn_backward_variant", &bn_backward_variant_name,
+        "which emulation of ATen's backward reproduces it here ('' when none: ATen's own runs)");
   m.def("parallel_threads_used", &parallel_threads_used, "threads a parallel loop of n items ran on");
   m.def("bn_forward", &bn_forward,
         "exact batch-norm forward with batch statistics: (out, save_mean, save_invstd); running buffers, if "

@@ -19,10 +19,18 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <optional>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace {
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 template <int CB>
 void channel_stats(const float* x, int64_t n_batch, int64_t n_channel, int64_t image_size, int64_t c0,
@@ -184,4 +192,235 @@ std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::opt
     affine(x, o, alpha.data(), beta.data(), begin, end, n_channel, image_size);
   });
   return {out, mean, invstd};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact CPU batch-norm backward with batch statistics: the bits of ATen's
+// batch_norm_cpu_backward_contiguous_impl for contiguous float input and gradient, per channel c
+// (N = batch x H x W):
+//   sum_c  = double sum over images of float reduce_all(dy plane)
+//   dotp_c = double sum over images of float map2_reduce_all((x - mean) * dy, +)
+//   k = float(dotp) * invstd * invstd / float(N);  grad_mean = float(sum / N)
+//   dx = ((dy - grad_mean) - (x - mean) * k) * invstd * w
+//   grad_weight = float(dotp * invstd);  grad_bias = float(sum)
+// ATen's reduce_all keeps one accumulator per vector lane (8 lanes with AVX2, 16 with AVX-512) and
+// folds the lanes at the end (a halving tree where ATen specialises it, else lane after lane), and
+// its build may fuse a multiply into the following add. Which of these this torch build does is not
+// guessed: the first call tries each variant against ATen's own backward on test data and keeps
+// the one that gives every bit (none: ATen's backward itself runs). ATen reads each plane three
+// times (dy, then x and dy, then both again); here the two reductions share one pass.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")  // a multiply-add is fused only where a variant says so
+
+namespace {
+
+template <int W, bool TREE>
+ALWAYS_INLINE float fold_lanes(float* lanes) {
+  if (TREE) {
+    for (int half = W / 2; half >= 1; half /= 2)
+      for (int i = 0; i < half; ++i) lanes[i] = lanes[i] + lanes[i + half];
+    return lanes[0];
+  }
+  float acc = lanes[0];
+  for (int i = 1; i < W; ++i) acc = acc + lanes[i];
+  return acc;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BN_BACKWARD_TARGET __attribute__((target("avx2,fma")))
+
+// Per channel c of [c_begin, c_end): the two reductions in one pass over each plane, W lanes kept as
+// W / 8 AVX2 registers (the lanes are independent, so 16 ATen lanes are two registers here), then
+// the gradient; image_size a multiple of W.
+template <int W, bool TREE, bool FMA_DOT, bool FMA_DX>
+BN_BACKWARD_TARGET void bn_backward_variant(const float* x, const float* dy, float* dx, const float* weight,
+                                            const float* mean, const float* invstd, float* grad_weight,
+                                            float* grad_bias, int64_t n_batch, int64_t n_channel,
+                                            int64_t image_size, int64_t c_begin, int64_t c_end) {
+  constexpr int V = W / 8;
+  const int64_t n = n_batch * image_size;
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const float m = mean[c], s = invstd[c], w = weight ? weight[c] : 1.0f;
+    const __m256 mv = _mm256_set1_ps(m);
+    double sum = 0, dotp = 0;
+    for (int64_t b = 0; b < n_batch; ++b) {
+      const float* xp = x + (b * n_channel + c) * image_size;
+      const float* gp = dy + (b * n_channel + c) * image_size;
+      __m256 sv[V], dv[V];
+      for (int v = 0; v < V; ++v) {
+        sv[v] = _mm256_loadu_ps(gp + 8 * v);
+        dv[v] = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xp + 8 * v), mv), sv[v]);
+      }
+      for (int64_t d = W; d < image_size; d += W)
+        for (int v = 0; v < V; ++v) {
+          const __m256 g = _mm256_loadu_ps(gp + d + 8 * v);
+          const __m256 xm = _mm256_sub_ps(_mm256_loadu_ps(xp + d + 8 * v), mv);
+          sv[v] = _mm256_add_ps(sv[v], g);
+          dv[v] = FMA_DOT ? _mm256_fmadd_ps(xm, g, dv[v]) : _mm256_add_ps(dv[v], _mm256_mul_ps(xm, g));
+        }
+      float sl[W], dl[W];
+      for (int v = 0; v < V; ++v) {
+        _mm256_storeu_ps(sl + 8 * v, sv[v]);
+        _mm256_storeu_ps(dl + 8 * v, dv[v]);
+      }
+      sum += fold_lanes<W, TREE>(sl);
+      dotp += fold_lanes<W, TREE>(dl);
+    }
+    if (dx) {
+      const float k = static_cast<float>(dotp) * s * s / static_cast<float>(n);
+      const float grad_mean = static_cast<float>(sum / n);
+      const __m256 kv = _mm256_set1_ps(k), gmv = _mm256_set1_ps(grad_mean), sv = _mm256_set1_ps(s),
+                   wv = _mm256_set1_ps(w);
+      for (int64_t b = 0; b < n_batch; ++b) {
+        const int64_t off = (b * n_channel + c) * image_size;
+        for (int64_t j = 0; j < image_size; j += 8) {
+          const __m256 xm = _mm256_sub_ps(_mm256_loadu_ps(x + off + j), mv);
+          const __m256 g = _mm256_sub_ps(_mm256_loadu_ps(dy + off + j), gmv);
+          const __m256 t = FMA_DX ? _mm256_fnmadd_ps(xm, kv, g) : _mm256_sub_ps(g, _mm256_mul_ps(xm, kv));
+          _mm256_storeu_ps(dx + off + j, _mm256_mul_ps(_mm256_mul_ps(t, sv), wv));
+        }
+      }
+    }
+    if (grad_weight) grad_weight[c] = static_cast<float>(dotp * s);
+    if (grad_bias) grad_bias[c] = static_cast<float>(sum);
+  }
+}
+#define BN_HAVE_VARIANTS 1
+#else
+#define BN_HAVE_VARIANTS 0
+#endif
+
+using BackwardFn = void (*)(const float*, const float*, float*, const float*, const float*, const float*, float*,
+                            float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+
+struct BackwardVariant {
+  int width;
+  BackwardFn fn;
+  const char* name;
+};
+
+#define BN_VARIANT(W, T, FD, FX) \
+  BackwardVariant { W, &bn_backward_variant<W, T, FD, FX>, #W " lanes, tree " #T ", fma dot " #FD ", fma dx " #FX }
+
+const std::vector<BackwardVariant>& backward_variants() {
+#if !BN_HAVE_VARIANTS
+  static const std::vector<BackwardVariant> all;
+#else
+  static const std::vector<BackwardVariant> all = {
+      BN_VARIANT(8, true, true, true),    BN_VARIANT(16, true, true, true),   BN_VARIANT(8, true, false, false),
+      BN_VARIANT(16, true, false, false), BN_VARIANT(8, true, true, false),   BN_VARIANT(16, true, true, false),
+      BN_VARIANT(8, true, false, true),   BN_VARIANT(16, true, false, true),  BN_VARIANT(8, false, true, true),
+      BN_VARIANT(16, false, true, true),  BN_VARIANT(8, false, false, false), BN_VARIANT(16, false, false, false),
+      BN_VARIANT(8, false, true, false),  BN_VARIANT(16, false, true, false), BN_VARIANT(8, false, false, true),
+      BN_VARIANT(16, false, false, true)};
+#endif
+  return all;
+}
+
+bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.sizes() == b.sizes() && std::memcmp(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) == 0;
+}
+
+std::vector<torch::Tensor> run_variant(const BackwardVariant& v, const torch::Tensor& g, const torch::Tensor& x,
+                                       const torch::Tensor& weight, const torch::Tensor& mean,
+                                       const torch::Tensor& invstd, bool want_dx, bool want_w, bool want_b) {
+  const int64_t n_batch = x.size(0), n_channel = x.size(1), image_size = x.numel() / n_batch / n_channel;
+  auto dx = want_dx ? torch::empty_like(x) : torch::Tensor();
+  auto gw = want_w ? torch::empty({n_channel}, x.options()) : torch::Tensor();
+  auto gb = want_b ? torch::empty({n_channel}, x.options()) : torch::Tensor();
+  const float* xp = x.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  const float* wp = weight.defined() ? weight.data_ptr<float>() : nullptr;
+  const float* mp = mean.data_ptr<float>();
+  const float* sp = invstd.data_ptr<float>();
+  float* dxp = want_dx ? dx.data_ptr<float>() : nullptr;
+  float* gwp = want_w ? gw.data_ptr<float>() : nullptr;
+  float* gbp = want_b ? gb.data_ptr<float>() : nullptr;
+  at::parallel_for(0, n_channel, 1, [&](int64_t begin, int64_t end) {
+    v.fn(xp, gp, dxp, wp, mp, sp, gwp, gbp, n_batch, n_channel, image_size, begin, end);
+  });
+  return {dx, gw, gb};
+}
+
+// The variant that reproduces ATen here, or -1. Test data: a fixed pseudo-random fill at three plane
+// sizes and three magnitudes, with and without an affine weight.
+int choose_backward_variant() {
+#if BN_HAVE_VARIANTS
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return -1;
+#endif
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto fill = [&](torch::Tensor t, float scale) {
+    float* p = t.data_ptr<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      p[i] = scale * (static_cast<float>(static_cast<int64_t>(state >> 40) - (1ll << 23)) / (1 << 22));
+    }
+  };
+  const auto& variants = backward_variants();
+  std::vector<bool> ok(variants.size(), true);
+  const std::vector<std::vector<int64_t>> shapes = {{4, 3, 16, 16}, {6, 5, 8, 8}, {16, 4, 4, 4}};
+  for (const auto& shape : shapes)
+    for (float scale : {1e-3f, 1.0f, 1e3f})
+      for (bool affine : {false, true}) {
+        auto opts = torch::TensorOptions().dtype(torch::kFloat);
+        auto x = torch::empty(shape, opts), g = torch::empty(shape, opts);
+        fill(x, scale);
+        fill(g, 1.0f);
+        torch::Tensor w;
+        if (affine) {
+          w = torch::empty({shape[1]}, opts);
+          fill(w, 1.0f);
+        }
+        auto stats = at::native_batch_norm(x, w, {}, {}, {}, true, 0.1, 1e-5);
+        const auto& mean = std::get<1>(stats);
+        const auto& invstd = std::get<2>(stats);
+        auto ref = at::native_batch_norm_backward(g, x, w, {}, {}, mean, invstd, true, 1e-5, {true, affine, affine});
+        for (size_t i = 0; i < variants.size(); ++i) {
+          if (!ok[i]) continue;
+          auto got = run_variant(variants[i], g, x, w, mean, invstd, true, affine, affine);
+          ok[i] = same_bits(got[0], std::get<0>(ref)) &&
+                  (!affine || (same_bits(got[1], std::get<1>(ref)) && same_bits(got[2], std::get<2>(ref))));
+        }
+      }
+  for (size_t i = 0; i < variants.size(); ++i)
+    if (ok[i]) return static_cast<int>(i);
+  return -1;
+}
+
+int backward_variant() {
+  static const int chosen = choose_backward_variant();
+  return chosen;
+}
+
+}  // namespace
+
+#pragma GCC pop_options
+
+// Which emulation of ATen's backward this build and CPU use ("" when none matches: ATen's runs).
+std::string bn_backward_variant_name() {
+  const int v = backward_variant();
+  return v < 0 ? std::string() : std::string(backward_variants()[v].name);
+}
+
+// (grad_input, grad_weight, grad_bias) as ATen's native_batch_norm_backward(train=True) on the saved
+// mean and inverse std; each entry undefined (None) where ``mask`` does not ask for it.
+std::vector<torch::Tensor> bn_backward(const torch::Tensor& grad_out, const torch::Tensor& input,
+                                       const std::optional<torch::Tensor>& weight, const torch::Tensor& save_mean,
+                                       const torch::Tensor& save_invstd, double eps, std::vector<bool> mask) {
+  TORCH_CHECK(mask.size() == 3, "bn_backward: mask of three flags");
+  const torch::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : torch::Tensor();
+  const int v = backward_variant();
+  const bool fits = v >= 0 && input.dim() >= 2 && input.scalar_type() == torch::kFloat &&
+                    grad_out.scalar_type() == torch::kFloat && input.is_contiguous() && grad_out.is_contiguous() &&
+                    grad_out.sizes() == input.sizes() && input.size(0) > 0 && input.size(1) > 0 &&
+                    save_mean.is_contiguous() && save_invstd.is_contiguous();
+  const int64_t image_size = fits ? input.numel() / input.size(0) / input.size(1) : 0;
+  if (!fits || image_size < backward_variants()[v].width || image_size % backward_variants()[v].width != 0) {
+    auto ref = at::native_batch_norm_backward(grad_out, input, w, {}, {}, save_mean, save_invstd, true, eps,
+                                              {mask[0], mask[1], mask[2]});
+    return {std::get<0>(ref), std::get<1>(ref), std::get<2>(ref)};
+  }
+  const bool affine = w.defined();
+  return run_variant(backward_variants()[v], grad_out, input, w, save_mean, save_invstd, mask[0],
+                     affine && mask[1], affine && mask[2]);
 }

@@ -205,6 +205,34 @@ def test_compiled_batch_norm_gives_aten_bits_forward_and_backward(compiled, shap
         torch.set_num_threads(old)
 
 
+def test_batch_norm_backward_emulates_aten_on_this_cpu(compiled):
+    """The backward's first call finds which lane layout and fused multiply-adds reproduce ATen here;
+    on an AVX2 + FMA CPU one must (else the bit tests above would only compare ATen with itself)."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if not (" avx2" in flags and " fma" in flags):
+        pytest.skip("no AVX2 + FMA here: ATen's own backward runs")
+    assert compiled.bn_backward_variant() != ""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_norm_backward_with_a_strided_gradient_gives_aten_bits(compiled, threads):
+    """A gradient that is not contiguous takes another ATen path with other bits: it is passed to
+    ATen as it is."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(2)
+        fast, ref = FastBatchNorm2d(8, affine=True), torch.nn.BatchNorm2d(8, affine=True)
+        x = torch.randn(32, 8, 16, 16, generator=g).requires_grad_()
+        grad = torch.randn(32, 8, 16, 16, generator=g).transpose(2, 3)  # strided view
+        assert not grad.is_contiguous()
+        for gf, gr in zip(torch.autograd.grad(fast(x), [x, *fast.parameters()], grad),
+                          torch.autograd.grad(ref(x), [x, *ref.parameters()], grad)):
+            assert torch.equal(_bits(gf), _bits(gr))
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("shape", BN_SHAPES[:4], ids=["x".join(map(str, s)) for s in BN_SHAPES[:4]])
 @pytest.mark.parametrize("momentum", [0.1, None, 0.7])
 @pytest.mark.parametrize("threads", [1, 2])
