@@ -66,9 +66,10 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     cols = torch.where(flips.view(n, 1), (w - 1) - cols, cols)  # flip = read columns backwards
     cols = (offsets[1].view(n, 1) + cols).to(dev, non_blocking=True)  # n x w
     xp = F.pad(x, (pad, pad, pad, pad)) if pad else x
-    # gather rows, then columns: xp[i, :, rows[i], :][..., cols[i]] for every i at once
-    xr = torch.gather(xp, 2, rows.view(n, 1, h, 1).expand(n, c, h, xp.shape[3]))
-    return torch.gather(xr, 3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+    # one gather over each flattened padded image: pixel (r, s) of image i is xp[i, :, rows[i, r], cols[i, s]]
+    # (rows then columns in two gathers is the same copy and took 1.6x as long)
+    flat = (rows.view(n, h, 1) * xp.shape[3] + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(xp.flatten(2), 2, flat).view(n, c, h, w)
 
 
 class BatchStream:

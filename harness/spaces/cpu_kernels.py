@@ -1,11 +1,15 @@
-"""Optional compiled CPU kernels: NB201's exact average pools (3x3 searchable, 2x2 shortcut), in C++.
+"""Optional compiled CPU kernels for the NB201 space, in C++: the exact average pools (3x3
+searchable, 2x2 shortcut; ``csrc/avgpool.cpp``) and batch norm with batch statistics, forward and
+backward (``csrc/batchnorm.cpp``).
 
-The pure-PyTorch path (``harness/spaces/nb201.py``) adds nine shifted views, nine passes over
-memory; the kernels in ``csrc/avgpool.cpp`` do the same additions in the same order in one pass, so
-the bits are the same (tests compare both with ATen) and a pool costs about a quarter as much.
-It is compiled on first use with the C++ compiler PyTorch's extensions use (about a minute, once
-per machine and torch build; cached under ``HARNESS_CACHE_DIR/torch_extensions``). Without a
-compiler, or with ``HARNESS_CPU_KERNELS=0``, the pure-PyTorch path runs: slower, same numbers.
+Each gives ATen's bits (tests compare them with ATen bit for bit, and train through both paths to
+identical weights): the pools do ATen's additions in ATen's order in one pass instead of nine shifted
+views; batch norm interleaves ATen's per-channel sums, and its backward reproduces ATen's vector
+lanes (the variant that does is found against ATen on first use, else ATen's own backward runs).
+Built with OpenMP so ``at::parallel_for`` uses torch's threads. Compiled on first use with the C++
+compiler PyTorch's extensions use (about a minute, once per machine and torch build; cached under
+``HARNESS_CACHE_DIR/torch_extensions``). Without a compiler, or with ``HARNESS_CPU_KERNELS=0``, the
+PyTorch path runs: slower, same numbers.
 """
 from __future__ import annotations
 

@@ -66,14 +66,101 @@ void channel_stats(const float* x, int64_t n_batch, int64_t n_channel, int64_t i
   }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// Adds 4 consecutive elements of 4 channels (one float vector of 4 per channel) to acc, whose lane k
+// is channel k's sum: element after element, each lane's own chain of double additions in ATen's
+// order (the vector only runs four channels' chains side by side).
+__attribute__((target("avx2"))) ALWAYS_INLINE __m256d add_4x4(__m256d acc, __m128 c0, __m128 c1, __m128 c2,
+                                                               __m128 c3) {
+  const __m256d d0 = _mm256_cvtps_pd(c0), d1 = _mm256_cvtps_pd(c1), d2 = _mm256_cvtps_pd(c2),
+                d3 = _mm256_cvtps_pd(c3);
+  const __m256d t0 = _mm256_unpacklo_pd(d0, d1), t1 = _mm256_unpackhi_pd(d0, d1);
+  const __m256d t2 = _mm256_unpacklo_pd(d2, d3), t3 = _mm256_unpackhi_pd(d2, d3);
+  acc = _mm256_add_pd(acc, _mm256_permute2f128_pd(t0, t2, 0x20));  // element 0 of each channel
+  acc = _mm256_add_pd(acc, _mm256_permute2f128_pd(t1, t3, 0x20));  // element 1
+  acc = _mm256_add_pd(acc, _mm256_permute2f128_pd(t0, t2, 0x31));  // element 2
+  return _mm256_add_pd(acc, _mm256_permute2f128_pd(t1, t3, 0x31));  // element 3
+}
+
+// channel_stats for 4 * G channels from c0 with AVX2 (image_size a multiple of 8): lanes are
+// channels, so G vectors of double sums give 4 * G chains in flight; the same additions in the same
+// order per channel, so the same bits. Squares are float subtractions and products (no FMA here).
+template <int G>
+__attribute__((target("avx2"))) void channel_stats_avx2(const float* x, int64_t n_batch, int64_t n_channel,
+                                                        int64_t image_size, int64_t c0, float* mean_out,
+                                                        float* invstd_out, float* var_sum_out, double eps) {
+  const int64_t n = n_batch * image_size;
+  __m256d acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_pd();
+  for (int64_t b = 0; b < n_batch; ++b) {
+    const float* base = x + (b * n_channel + c0) * image_size;
+    for (int64_t i = 0; i < image_size; i += 8)
+      for (int g = 0; g < G; ++g) {
+        const float* p = base + 4 * g * image_size + i;
+        const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + image_size),
+                     v2 = _mm256_loadu_ps(p + 2 * image_size), v3 = _mm256_loadu_ps(p + 3 * image_size);
+        acc[g] = add_4x4(acc[g], _mm256_castps256_ps128(v0), _mm256_castps256_ps128(v1),
+                         _mm256_castps256_ps128(v2), _mm256_castps256_ps128(v3));
+        acc[g] = add_4x4(acc[g], _mm256_extractf128_ps(v0, 1), _mm256_extractf128_ps(v1, 1),
+                         _mm256_extractf128_ps(v2, 1), _mm256_extractf128_ps(v3, 1));
+      }
+  }
+  double sum[4 * G];
+  for (int g = 0; g < G; ++g) _mm256_storeu_pd(sum + 4 * g, acc[g]);
+  float mean[4 * G];
+  __m256 mv[4 * G];
+  for (int k = 0; k < 4 * G; ++k) {
+    mean[k] = static_cast<float>(sum[k] / n);
+    mv[k] = _mm256_set1_ps(mean[k]);
+  }
+  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_pd();
+  for (int64_t b = 0; b < n_batch; ++b) {
+    const float* base = x + (b * n_channel + c0) * image_size;
+    for (int64_t i = 0; i < image_size; i += 8)
+      for (int g = 0; g < G; ++g) {
+        const float* p = base + 4 * g * image_size + i;
+        __m256 sq[4];
+        for (int k = 0; k < 4; ++k) {
+          const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(p + k * image_size), mv[4 * g + k]);
+          sq[k] = _mm256_mul_ps(d, d);
+        }
+        acc[g] = add_4x4(acc[g], _mm256_castps256_ps128(sq[0]), _mm256_castps256_ps128(sq[1]),
+                         _mm256_castps256_ps128(sq[2]), _mm256_castps256_ps128(sq[3]));
+        acc[g] = add_4x4(acc[g], _mm256_extractf128_ps(sq[0], 1), _mm256_extractf128_ps(sq[1], 1),
+                         _mm256_extractf128_ps(sq[2], 1), _mm256_extractf128_ps(sq[3], 1));
+      }
+  }
+  double var_sum[4 * G];
+  for (int g = 0; g < G; ++g) _mm256_storeu_pd(var_sum + 4 * g, acc[g]);
+  for (int k = 0; k < 4 * G; ++k) {
+    const float var = static_cast<float>(var_sum[k]) / static_cast<float>(n);
+    mean_out[c0 + k] = mean[k];
+    var_sum_out[c0 + k] = static_cast<float>(var_sum[k]);
+    invstd_out[c0 + k] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var) + eps));
+  }
+}
+#endif
+
 // Every channel's statistics, CB channels' chains interleaved per block, blocks over the threads
 template <int CB>
 void all_channel_stats(const float* x, int64_t n_batch, int64_t n_channel, int64_t image_size, float* mean_out,
                        float* invstd_out, float* var_sum_out, double eps) {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  const bool vector = has_avx2 && image_size % 8 == 0;
+#else
+  constexpr bool vector = false;
+#endif
   at::parallel_for(0, (n_channel + CB - 1) / CB, 1, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t c0 = blk * CB;
       if (c0 + CB <= n_channel) {
+#if defined(__x86_64__) || defined(__i386__)
+        if (vector) {
+          channel_stats_avx2<CB / 4>(x, n_batch, n_channel, image_size, c0, mean_out, invstd_out, var_sum_out, eps);
+          continue;
+        }
+#endif
         channel_stats<CB>(x, n_batch, n_channel, image_size, c0, mean_out, invstd_out, var_sum_out, eps);
       } else {
         for (int64_t c = c0; c < n_channel; ++c)
@@ -163,9 +250,11 @@ std::vector<torch::Tensor> bn_forward(const torch::Tensor& input, const std::opt
   float* v = var_sum.data();
   float* rm = running_buffer(running_mean, n_channel, "running_mean");
   float* rv = running_buffer(running_var, n_channel, "running_var");
-  // eight chains per thread hide the adder's latency; with fewer channels than 8 per thread (NB201's
+  // more chains per thread hide the adder's latency; with fewer channels than 8 per thread (NB201's
   // C = 8 first stage at 2 threads), four per thread keep every thread busy
-  if (n_channel >= 8 * at::get_num_threads()) {
+  if (n_channel >= 16 * at::get_num_threads()) {
+    all_channel_stats<16>(x, n_batch, n_channel, image_size, m, s, v, eps);
+  } else if (n_channel >= 8 * at::get_num_threads()) {
     all_channel_stats<8>(x, n_batch, n_channel, image_size, m, s, v, eps);
   } else {
     all_channel_stats<4>(x, n_batch, n_channel, image_size, m, s, v, eps);
