@@ -206,6 +206,19 @@ def test_compare_refuses_other_suite(tiny_run, tmp_path):
         R.compare_runs(tiny_run, other, tmp_path / "cmp")
 
 
+def test_load_run_rebuilds_estimates_from_job_scores_when_the_file_was_left_out(tiny_run, tmp_path):
+    """A committed study whose estimates.csv passed the 1 MiB file limit (tools/export_run.py leaves
+    it out) loads the same rows from its jobs' scores.csv."""
+    copy = tmp_path / "exported"
+    shutil.copytree(tiny_run, copy)
+    (copy / "estimates.csv").unlink()
+    key = ["method", "seed", "subset", "arch_index"]
+    full = R.load_run(tiny_run).estimates.sort_values(key).reset_index(drop=True)
+    rebuilt = R.load_run(copy).estimates.sort_values(key).reset_index(drop=True)
+    assert len(full) > 0 and list(rebuilt.columns) == list(full.columns)
+    pd.testing.assert_frame_equal(rebuilt, full, check_dtype=False)
+
+
 def test_load_run_rejects_non_run_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         R.load_run(tmp_path)
