@@ -82,56 +82,53 @@ __attribute__((target("avx2"))) ALWAYS_INLINE __m256d add_4x4(__m256d acc, __m12
   return _mm256_add_pd(acc, _mm256_permute2f128_pd(t1, t3, 0x31));  // element 3
 }
 
-// channel_stats for 4 * G channels from c0 with AVX2 (image_size a multiple of 8): lanes are
-// channels, so G vectors of double sums give 4 * G chains in flight; the same additions in the same
-// order per channel, so the same bits. Squares are float subtractions and products (no FMA here).
-template <int G>
-__attribute__((target("avx2"))) void channel_stats_avx2(const float* x, int64_t n_batch, int64_t n_channel,
-                                                        int64_t image_size, int64_t c0, float* mean_out,
-                                                        float* invstd_out, float* var_sum_out, double eps) {
-  const int64_t n = n_batch * image_size;
+// One pass over 4 * G channels from c0 (image_size a multiple of 8): out[k] = channel c0 + k's double
+// sum of its elements (SQUARES: of float (x - mean_k)^2, mean_k broadcast in mv[k]), in memory
+// order. Lanes are channels, so G vectors of sums keep 4 * G chains in flight; each channel's chain
+// does the same additions in the same order as one scalar chain, so the bits are the same. Squares
+// are a float subtraction and product (no FMA in this target).
+template <int G, bool SQUARES>
+__attribute__((target("avx2"))) ALWAYS_INLINE void channel_sums_avx2(const float* x, int64_t n_batch,
+                                                                      int64_t n_channel, int64_t image_size,
+                                                                      int64_t c0, const __m256* mv, double* out) {
   __m256d acc[G];
   for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_pd();
   for (int64_t b = 0; b < n_batch; ++b) {
     const float* base = x + (b * n_channel + c0) * image_size;
     for (int64_t i = 0; i < image_size; i += 8)
       for (int g = 0; g < G; ++g) {
-        const float* p = base + 4 * g * image_size + i;
-        const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + image_size),
-                     v2 = _mm256_loadu_ps(p + 2 * image_size), v3 = _mm256_loadu_ps(p + 3 * image_size);
-        acc[g] = add_4x4(acc[g], _mm256_castps256_ps128(v0), _mm256_castps256_ps128(v1),
-                         _mm256_castps256_ps128(v2), _mm256_castps256_ps128(v3));
-        acc[g] = add_4x4(acc[g], _mm256_extractf128_ps(v0, 1), _mm256_extractf128_ps(v1, 1),
-                         _mm256_extractf128_ps(v2, 1), _mm256_extractf128_ps(v3, 1));
+        __m256 v[4];
+        for (int k = 0; k < 4; ++k) {
+          v[k] = _mm256_loadu_ps(base + (4 * g + k) * image_size + i);
+          if (SQUARES) {
+            const __m256 d = _mm256_sub_ps(v[k], mv[4 * g + k]);
+            v[k] = _mm256_mul_ps(d, d);
+          }
+        }
+        acc[g] = add_4x4(acc[g], _mm256_castps256_ps128(v[0]), _mm256_castps256_ps128(v[1]),
+                         _mm256_castps256_ps128(v[2]), _mm256_castps256_ps128(v[3]));
+        acc[g] = add_4x4(acc[g], _mm256_extractf128_ps(v[0], 1), _mm256_extractf128_ps(v[1], 1),
+                         _mm256_extractf128_ps(v[2], 1), _mm256_extractf128_ps(v[3], 1));
       }
   }
-  double sum[4 * G];
-  for (int g = 0; g < G; ++g) _mm256_storeu_pd(sum + 4 * g, acc[g]);
+  for (int g = 0; g < G; ++g) _mm256_storeu_pd(out + 4 * g, acc[g]);
+}
+
+// channel_stats for 4 * G channels from c0 with AVX2: the mean's sums, then the squares' sums.
+template <int G>
+__attribute__((target("avx2"))) void channel_stats_avx2(const float* x, int64_t n_batch, int64_t n_channel,
+                                                        int64_t image_size, int64_t c0, float* mean_out,
+                                                        float* invstd_out, float* var_sum_out, double eps) {
+  const int64_t n = n_batch * image_size;
+  double sum[4 * G], var_sum[4 * G];
   float mean[4 * G];
   __m256 mv[4 * G];
+  channel_sums_avx2<G, false>(x, n_batch, n_channel, image_size, c0, mv, sum);
   for (int k = 0; k < 4 * G; ++k) {
     mean[k] = static_cast<float>(sum[k] / n);
     mv[k] = _mm256_set1_ps(mean[k]);
   }
-  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_pd();
-  for (int64_t b = 0; b < n_batch; ++b) {
-    const float* base = x + (b * n_channel + c0) * image_size;
-    for (int64_t i = 0; i < image_size; i += 8)
-      for (int g = 0; g < G; ++g) {
-        const float* p = base + 4 * g * image_size + i;
-        __m256 sq[4];
-        for (int k = 0; k < 4; ++k) {
-          const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(p + k * image_size), mv[4 * g + k]);
-          sq[k] = _mm256_mul_ps(d, d);
-        }
-        acc[g] = add_4x4(acc[g], _mm256_castps256_ps128(sq[0]), _mm256_castps256_ps128(sq[1]),
-                         _mm256_castps256_ps128(sq[2]), _mm256_castps256_ps128(sq[3]));
-        acc[g] = add_4x4(acc[g], _mm256_extractf128_ps(sq[0], 1), _mm256_extractf128_ps(sq[1], 1),
-                         _mm256_extractf128_ps(sq[2], 1), _mm256_extractf128_ps(sq[3], 1));
-      }
-  }
-  double var_sum[4 * G];
-  for (int g = 0; g < G; ++g) _mm256_storeu_pd(var_sum + 4 * g, acc[g]);
+  channel_sums_avx2<G, true>(x, n_batch, n_channel, image_size, c0, mv, var_sum);
   for (int k = 0; k < 4 * G; ++k) {
     const float var = static_cast<float>(var_sum[k]) / static_cast<float>(n);
     mean_out[c0 + k] = mean[k];
