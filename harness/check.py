@@ -38,6 +38,7 @@ from harness.budgets import same_budget
 from harness.core.errors import ConfigError
 from harness.core.io import read_json
 from harness.paired import MULTIPLE_COMPARISONS_NOTE, TABLE_COLUMNS, paired_table
+from harness.study.aggregate import ESTIMATE_COLUMNS
 from harness.study.results import k_label, load_run
 
 RULES = ("min", "max", "max_drop")
@@ -313,8 +314,7 @@ def paired_compare(run_a, run_b, *, n_boot: int = 2000, seed: int = 0, level: fl
         est = est[est["subset"] == "scored"].drop_duplicates(["method", "seed", "arch"]).copy()
         est["method"] = est["method"].astype(str) + f" ({tag})"
         frames.append(est)
-    est = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["method", "seed", "subset", "arch_index", "arch", "score"])
+    est = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ESTIMATE_COLUMNS)
     est["arch_index"] = pd.factorize(est["arch"])[0]  # one index per arch string across both runs
     present = set(est["method"])
     for m in dict.fromkeys([*run_a.estimates.get("method", []), *run_b.estimates.get("method", [])]):

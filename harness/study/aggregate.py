@@ -15,6 +15,9 @@ from harness.study.jobs import job_name
 from harness.study.plan import StudyPlan
 from harness.study.spec import RunConfig
 
+# estimates.csv: every job's scores.csv with its method and seed
+ESTIMATE_COLUMNS = ["method", "seed", "subset", "arch_index", "arch", "score"]
+
 PAIRED = "paired.csv"
 
 
@@ -87,8 +90,8 @@ def aggregate(run_dir: Path, plan: StudyPlan, results: list[dict], manifest: dic
         if rows:
             write_csv(job_dir / CURVES, pd.DataFrame(rows, columns=CURVE_COLUMNS))
             curve_rows += rows
-    est_cols = ["method", "seed", "subset", "arch_index", "arch", "score"]
-    estimates = pd.concat(est_rows)[est_cols] if est_rows else pd.DataFrame(columns=est_cols)
+    estimates = (pd.concat(est_rows)[ESTIMATE_COLUMNS] if est_rows
+                 else pd.DataFrame(columns=ESTIMATE_COLUMNS))
     metrics = pd.DataFrame(metric_rows, columns=["method", "seed", "gt", "subset", "metric", "k", "value", "status"])
     metrics["k"] = metrics["k"].astype(object)
     summary = summarize(metrics)

@@ -12,6 +12,7 @@ import pandas as pd
 from harness.core.errors import ConfigError, HarnessError
 from harness.core.io import read_json
 from harness.engine.diagnostics import DIAG_DIR, load_diagnostics
+from harness.study.aggregate import ESTIMATE_COLUMNS
 from harness.suites import get_suite
 
 # Rows that need no supernet training: drawn as reference lines. The runner attaches diagnostics
@@ -55,9 +56,6 @@ def k_label(k) -> str:
     except (TypeError, ValueError):
         return str(k)
     return str(int(f)) if f.is_integer() and f >= 1 else f"{f:g}"
-
-
-ESTIMATE_COLUMNS = ["method", "seed", "subset", "arch_index", "arch", "score"]
 
 
 def read_estimates(run_dir: Path, results: dict) -> pd.DataFrame:

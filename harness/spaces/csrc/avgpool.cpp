@@ -88,15 +88,16 @@ __attribute__((target("avx2"))) void pool3_planes_avx2(const float* x, float* ou
 }
 #endif
 
+// A thread's run of planes; for float, the AVX2 clone where the CPU has it (same bits).
 template <typename T>
-void pool3_planes_best(const T* x, T* out, const T* div, int64_t begin, int64_t end, int64_t h, int64_t w,
-                       bool backward, bool /*has_avx2*/) {
+void pool3_range(const T* x, T* out, const T* div, int64_t begin, int64_t end, int64_t h, int64_t w, bool backward) {
   pool3_planes<T>(x, out, div, begin, end, h, w, backward);
 }
 
-void pool3_planes_best(const float* x, float* out, const float* div, int64_t begin, int64_t end, int64_t h,
-                       int64_t w, bool backward, bool has_avx2) {
+void pool3_range(const float* x, float* out, const float* div, int64_t begin, int64_t end, int64_t h, int64_t w,
+                 bool backward) {
 #if defined(__x86_64__) || defined(__i386__)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
   if (has_avx2) return pool3_planes_avx2(x, out, div, begin, end, h, w, backward);
 #endif
   pool3_planes<float>(x, out, div, begin, end, h, w, backward);
@@ -111,18 +112,13 @@ torch::Tensor pool3(torch::Tensor x, torch::Tensor div, bool backward) {
   const int64_t h = x.size(2), w = x.size(3), planes = x.size(0) * x.size(1);
   TORCH_CHECK(div.numel() == h * w, "pool3: divisor of ", h, "x", w, " elements");
   auto out = torch::empty_like(x);
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-#else
-  constexpr bool has_avx2 = false;
-#endif
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool3", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* dp = div.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     // planes of a few hundred pixels: hand each thread a run of them, not one at a time
     at::parallel_for(0, planes, 16, [&](int64_t begin, int64_t end) {
-      pool3_planes_best(xp, op, dp, begin, end, h, w, backward, has_avx2);
+      pool3_range(xp, op, dp, begin, end, h, w, backward);
     });
   });
   return out;

@@ -443,6 +443,7 @@ int choose_backward_variant() {
     }
   };
   const auto& variants = backward_variants();
+  if (variants.empty()) return -1;
   std::vector<bool> ok(variants.size(), true);
   const std::vector<std::vector<int64_t>> shapes = {{4, 3, 16, 16}, {6, 5, 8, 8}, {16, 4, 4, 4}};
   for (const auto& shape : shapes)
